@@ -1,0 +1,14 @@
+//! Contracts shared across Shopmesh services: the gRPC APIs, the saga's topics and the mesh's
+//! subject names. Nothing here does I/O.
+
+pub mod topics;
+
+/// `proto/product.proto`.
+pub mod product {
+    tonic::include_proto!("shopmesh.product.v1");
+}
+
+/// `proto/order.proto`.
+pub mod order {
+    tonic::include_proto!("shopmesh.order.v1");
+}

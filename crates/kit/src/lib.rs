@@ -1,0 +1,20 @@
+//! The service kit: everything a Shopmesh binary needs before its first business line.
+//!
+//! A service's `main.rs` reads its [`config::Env`], calls [`telemetry::init`], builds its
+//! router and hands it to [`runtime::Service`], which serves it next to `/health`, `/ready`
+//! and `/metrics` until SIGINT/SIGTERM, then drains in-flight requests and background tasks.
+
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod metrics;
+pub mod runtime;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+pub use health::{Readiness, ReadinessCheck};
+pub use metrics::Metrics;
+pub use runtime::Service;
+pub use shutdown::Shutdown;

@@ -1,0 +1,47 @@
+//! Kafka, through rdkafka only, so the same code runs against Apache Kafka and tansu.
+
+mod admin;
+mod health;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+pub use admin::{TopicError, ensure_topics};
+pub use health::KafkaCheck;
+
+/// How to reach the Kafka API.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` bootstrap servers (`KAFKA_BROKERS`).
+    pub brokers: String,
+    /// Shown in broker logs and metrics.
+    pub client_id: String,
+    /// librdkafka's `fetch.wait.max.ms`. tansu does not wake a waiting fetch when a record
+    /// arrives, so the default 500 ms would add half a second per saga hop; a few
+    /// milliseconds keeps produce→consume around 10 ms (measured, DESIGN.md).
+    pub fetch_wait_max: Duration,
+}
+
+impl KafkaSettings {
+    pub const DEFAULT_FETCH_WAIT_MAX: Duration = Duration::from_millis(5);
+
+    pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            fetch_wait_max: Self::DEFAULT_FETCH_WAIT_MAX,
+        }
+    }
+
+    /// The configuration every client starts from.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            // Fail fast enough for readiness checks and tests; librdkafka retries on its own.
+            .set("socket.timeout.ms", "10000");
+        config
+    }
+}

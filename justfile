@@ -1,0 +1,49 @@
+# Shopmesh tasks. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export SHOPMESH_CACHE := env_var_or_default("SHOPMESH_CACHE", env_var("HOME") + "/.cache/shopmesh")
+export PATH := SHOPMESH_CACHE + "/tools/bin:" + env_var("PATH")
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what this machine lacks: just, tansu, librdkafka's build needs, check-jsonschema.
+install:
+    scripts/install-tools.sh
+
+# Bring the whole stack up (compose with a Docker engine, native processes otherwise).
+up:
+    scripts/stack.sh up
+
+# Stop what `just up` started, and only that.
+down:
+    scripts/stack.sh down
+
+# Show what listens where.
+status:
+    scripts/stack.sh status
+
+# Start only the infrastructure the tests need (Postgres, Redis, NATS, tansu).
+infra:
+    scripts/infra.sh up
+
+# Run every test against the real Postgres, Redis, NATS and Kafka API (started if needed).
+test *ARGS: infra
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --no-fail-fast {{ARGS}}
+    else
+        cargo test --workspace --no-fail-fast {{ARGS}}
+    fi
+
+# Lints and formatting, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Validate infra/compose.yaml offline against the compose specification.
+check-compose:
+    check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml
