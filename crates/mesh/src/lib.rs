@@ -1,7 +1,9 @@
 //! The mesh: how Shopmesh services reach each other (DESIGN.md, "The mesh").
 //!
-//! So far: the Kafka plumbing every service and `just up` need (settings, topic creation, a
-//! readiness check). HTTP/gRPC over NATS, the event envelope, the outbox and the inbox come
-//! with issue 3.
+//! - [`rpc`]: HTTP and gRPC over NATS request/reply ([`rpc::serve`], [`rpc::Channel`]).
+//! - [`kafka`]: settings, topic creation and readiness for the saga bus.
 
 pub mod kafka;
+pub mod rpc;
+
+pub use rpc::{Channel, Deadline, MeshServer, ServeOptions, Transport, serve};

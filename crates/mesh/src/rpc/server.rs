@@ -1,0 +1,277 @@
+//! `serve`: any tower HTTP service (an axum `Router`, a tonic server) answering on NATS.
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::{Service, ServiceExt as _};
+
+use super::Deadline;
+use super::wire::{self, MeshErrorKind};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a service is announced and what it accepts.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Shown by `$SRV.INFO` (semver, as the NATS service API requires).
+    pub version: String,
+    pub description: String,
+    /// Largest request body accepted; larger ones are answered 413. NATS itself refuses
+    /// messages over the server's `max_payload` (1 MiB by default) before they leave the caller.
+    pub max_body: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            version: "0.1.0".into(),
+            description: "HTTP over NATS".into(),
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve {service} on NATS: {source}")]
+pub struct ServeError {
+    service: String,
+    source: async_nats::Error,
+}
+
+/// A running mesh endpoint. Dropping it keeps it running until the process ends; call
+/// [`MeshServer::shutdown`] to stop taking requests and finish the ones in flight.
+#[derive(Debug)]
+pub struct MeshServer {
+    subject: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MeshServer {
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Unsubscribes (other instances of the queue group take the traffic), then waits for
+    /// the requests in flight.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Shuts down when `token` is cancelled; for use with kit's `Shutdown`.
+    pub async fn run_until(self, token: CancellationToken) {
+        token.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+/// Serves `service` on `mesh.<name>.http` in the queue group `<name>`, registered with the
+/// NATS service API so `$SRV.PING`, `$SRV.INFO.<name>` and `$SRV.STATS.<name>` find it.
+pub async fn serve<S, B>(
+    client: async_nats::Client,
+    name: &str,
+    service: S,
+    options: ServeOptions,
+) -> Result<MeshServer, ServeError>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let error = |source| ServeError {
+        service: name.to_owned(),
+        source,
+    };
+    let subject = wire::subject_for(name);
+    let registered = client
+        .service_builder()
+        .description(&options.description)
+        .queue_group(name)
+        .start(name, &options.version)
+        .await
+        .map_err(error)?;
+    let mut endpoint = registered
+        .endpoint_builder()
+        .name("http")
+        .add(subject.clone())
+        .await
+        .map_err(error)?;
+
+    let stop = CancellationToken::new();
+    let in_flight = TaskTracker::new();
+    let max_body = options.max_body;
+    let loop_stop = stop.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                () = loop_stop.cancelled() => break,
+                request = endpoint.next() => request,
+            };
+            let Some(request) = request else { break };
+            let service = service.clone();
+            let client = client.clone();
+            in_flight.spawn(async move {
+                let (head, body) = answer(service, &request.message, max_body).await;
+                let body = fit_in_one_message(&client, head, body);
+                if let Err(error) = request.respond_with_headers(Ok(body.1), body.0).await {
+                    tracing::warn!(%error, "Mesh reply not sent.");
+                }
+            });
+        }
+        if let Err(error) = endpoint.stop().await {
+            tracing::debug!(%error, "Endpoint stop.");
+        }
+        in_flight.close();
+        in_flight.wait().await;
+        if let Err(error) = registered.stop().await {
+            tracing::debug!(%error, "Service stop.");
+        }
+    });
+    Ok(MeshServer {
+        subject,
+        stop,
+        task,
+    })
+}
+
+/// Runs one request through the service and encodes its answer.
+async fn answer<S, B>(
+    service: S,
+    message: &async_nats::Message,
+    max_body: usize,
+) -> (async_nats::HeaderMap, Bytes)
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
+    let head = match wire::decode_request_head(message.headers.as_ref()) {
+        Ok(head) => head,
+        Err(error) => {
+            return encode_plain(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
+        }
+    };
+    let is_grpc = is_grpc(&head.headers);
+    if message.payload.len() > max_body {
+        let msg = format!(
+            "request body of {} bytes exceeds the limit of {max_body} bytes",
+            message.payload.len()
+        );
+        return encode_mesh_error(is_grpc, MeshErrorKind::PayloadTooLarge, &msg);
+    }
+    let budget = head.budget;
+    let mut request = Request::new(Full::new(message.payload.clone()));
+    *request.method_mut() = head.method;
+    *request.headers_mut() = head.headers;
+    match head.path_and_query.parse() {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return encode_plain(StatusCode::BAD_REQUEST, "bad_request", "invalid path"),
+    }
+    if let Some(budget) = budget {
+        request.extensions_mut().insert(Deadline::after(budget));
+    }
+
+    let call = service.oneshot(request);
+    let outcome: Result<Response<B>, BoxError> = match budget {
+        // Dropping the call when the budget runs out stops the handler's work.
+        Some(budget) => match tokio::time::timeout(budget, call).await {
+            Ok(outcome) => outcome.map_err(Into::into),
+            Err(_) => {
+                let msg = format!("the request's deadline of {budget:?} passed in the service");
+                return encode_mesh_error(is_grpc, MeshErrorKind::Timeout, &msg);
+            }
+        },
+        None => call.await.map_err(Into::into),
+    };
+    match outcome {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            match body.collect().await {
+                Ok(collected) => {
+                    let trailers = collected.trailers().cloned();
+                    let head =
+                        wire::encode_response_head(parts.status, &parts.headers, trailers.as_ref());
+                    (head, collected.to_bytes())
+                }
+                Err(error) => {
+                    let error: BoxError = error.into();
+                    tracing::warn!(%error, "Response body failed.");
+                    encode_mesh_error(
+                        is_grpc,
+                        MeshErrorKind::Transport,
+                        "the response body failed",
+                    )
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "Service failed.");
+            encode_plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn encode_plain(status: StatusCode, code: &str, message: &str) -> (async_nats::HeaderMap, Bytes) {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    (
+        wire::encode_response_head(status, &headers, None),
+        Bytes::from(body),
+    )
+}
+
+fn encode_mesh_error(
+    is_grpc: bool,
+    kind: MeshErrorKind,
+    message: &str,
+) -> (async_nats::HeaderMap, Bytes) {
+    let response = super::channel::mesh_error_response(is_grpc, kind, message);
+    let (parts, body) = response.into_parts();
+    (
+        wire::encode_response_head(parts.status, &parts.headers, None),
+        body,
+    )
+}
+
+/// A response that does not fit in one NATS message becomes a 502 that says so.
+fn fit_in_one_message(
+    client: &async_nats::Client,
+    head: async_nats::HeaderMap,
+    body: Bytes,
+) -> (async_nats::HeaderMap, Bytes) {
+    // Headers are small; keep a margin for them rather than serialising twice.
+    let limit = client.server_info().max_payload.saturating_sub(64 * 1024);
+    if body.len() <= limit {
+        return (head, body);
+    }
+    let msg = format!(
+        "the response of {} bytes does not fit in one NATS message",
+        body.len()
+    );
+    encode_mesh_error(false, MeshErrorKind::Transport, &msg)
+}
