@@ -44,6 +44,10 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Mesh latency and throughput: raw async-nats vs Channel over NATS vs Channel over HTTP/2.
+bench-mesh: infra
+    cargo bench -p mesh --bench mesh
+
 # Validate infra/compose.yaml offline against the compose specification.
 check-compose:
     check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml

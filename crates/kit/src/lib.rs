@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod runtime;

@@ -510,3 +510,65 @@ async fn nothing_listening_over_http_is_a_503() {
         .expect("answer");
     assert_eq!(response.status(), 503);
 }
+
+#[tokio::test]
+async fn a_nested_call_inherits_the_remaining_budget() {
+    let client = nats().await;
+    let inner_name = testkit::unique_name("inner");
+    let outer_name = testkit::unique_name("outer");
+    // The inner service reports the budget it was given.
+    let inner = Router::new().route(
+        "/budget",
+        get(|| async {
+            let remaining = mesh::Deadline::current().map(|d| d.remaining().as_millis());
+            format!("{}", remaining.unwrap_or(u128::MAX))
+        }),
+    );
+    // The outer service calls the inner one with no deadline of its own.
+    let to_inner = Channel::nats(client.clone(), &inner_name);
+    let outer = Router::new().route(
+        "/relay",
+        get(move || {
+            let to_inner = to_inner.clone();
+            async move {
+                let response = to_inner
+                    .oneshot(request("GET", "/budget", Bytes::new()))
+                    .await
+                    .expect("inner answers");
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                String::from_utf8(bytes.to_vec()).expect("text")
+            }
+        }),
+    );
+    let _inner = serve(client.clone(), &inner_name, inner, ServeOptions::default())
+        .await
+        .expect("serve inner");
+    let _outer = serve(client.clone(), &outer_name, outer, ServeOptions::default())
+        .await
+        .expect("serve outer");
+
+    let response = Channel::nats(client, &outer_name)
+        .with_timeout(Duration::from_millis(400))
+        .oneshot(request("GET", "/relay", Bytes::new()))
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let inner_budget: u128 = std::str::from_utf8(&bytes)
+        .expect("text")
+        .parse()
+        .expect("a number");
+    // Not the channel's 10 s default: what was left of the caller's 400 ms.
+    assert!(inner_budget <= 400, "inner got {inner_budget} ms");
+    assert!(inner_budget > 0);
+}

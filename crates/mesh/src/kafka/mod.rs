@@ -1,14 +1,18 @@
 //! Kafka, through rdkafka only, so the same code runs against Apache Kafka and tansu.
 
 mod admin;
+mod consumer;
 mod health;
+mod producer;
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
 pub use admin::{TopicError, ensure_topics};
+pub use consumer::{ConsumeError, EventConsumer, Received};
 pub use health::KafkaCheck;
+pub use producer::{EventProducer, Position, ProduceError};
 
 /// How to reach the Kafka API.
 #[derive(Debug, Clone)]
@@ -21,16 +25,20 @@ pub struct KafkaSettings {
     /// arrives, so the default 500 ms would add half a second per saga hop; a few
     /// milliseconds keeps produce→consume around 10 ms (measured, DESIGN.md).
     pub fetch_wait_max: Duration,
+    /// How long the producer keeps trying to deliver a record before reporting failure.
+    pub delivery_timeout: Duration,
 }
 
 impl KafkaSettings {
     pub const DEFAULT_FETCH_WAIT_MAX: Duration = Duration::from_millis(5);
+    pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
     pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self {
             brokers: brokers.into(),
             client_id: client_id.into(),
             fetch_wait_max: Self::DEFAULT_FETCH_WAIT_MAX,
+            delivery_timeout: Self::DEFAULT_DELIVERY_TIMEOUT,
         }
     }
 

@@ -158,12 +158,13 @@ impl Channel {
     {
         let (parts, body) = request.into_parts();
         let grpc = is_grpc(&parts.headers);
-        // A deadline from upstream narrows the channel's own timeout; never widens it.
-        // So does a gRPC caller's own `grpc-timeout`.
-        let budget = parts
-            .extensions
-            .get::<Deadline>()
-            .map_or(self.timeout, |d| d.remaining().min(self.timeout));
+        // A deadline from upstream (extension, or the request this task is serving) narrows
+        // the channel's own timeout, never widens it; so does a gRPC caller's `grpc-timeout`.
+        let deadline = Deadline::earliest(
+            parts.extensions.get::<Deadline>().copied(),
+            Deadline::current(),
+        );
+        let budget = deadline.map_or(self.timeout, |d| d.remaining().min(self.timeout));
         let budget = grpc_timeout(&parts.headers).map_or(budget, |t| t.min(budget));
         if budget.is_zero() {
             let msg = format!("the deadline passed before {} was called", self.service);
@@ -263,7 +264,7 @@ impl Channel {
         *request.headers_mut() = parts.headers;
         request.headers_mut().remove(http::header::HOST);
         if let Ok(value) = HeaderValue::from_str(&budget.as_millis().max(1).to_string()) {
-            request.headers_mut().insert(wire::TIMEOUT_MS, value);
+            request.headers_mut().insert(wire::TIMEOUT_HEADER, value);
         }
         let exchange = async {
             let response = client.request(request).await?;

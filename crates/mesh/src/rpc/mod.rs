@@ -12,13 +12,18 @@ mod wire;
 pub use body::MeshBody;
 pub use channel::{Channel, ChannelError, Transport, TransportParseError};
 pub use server::{MeshServer, ServeError, ServeOptions, serve};
-pub use wire::{MESH_ERROR_HEADER, MeshErrorKind, subject_for};
+pub use wire::{MESH_ERROR_HEADER, MeshErrorKind, TIMEOUT_HEADER, subject_for};
 
-/// A deadline attached to a request as an extension: the [`Channel`] sends the remaining
-/// budget, and the server puts the deadline it received on the request it hands the service,
-/// so a nested call gets what is left, not a fresh timeout.
+/// A request's deadline. It travels as the `Deadline` request extension and, for work done
+/// on behalf of a request, as a task-local ([`Deadline::scope`]): the [`Channel`] sends the
+/// remaining budget, and the server runs the handler inside the deadline it received, so a
+/// nested call gets what is left, not a fresh timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub tokio::time::Instant);
+
+tokio::task_local! {
+    static CURRENT_DEADLINE: Deadline;
+}
 
 impl Deadline {
     pub fn after(budget: std::time::Duration) -> Self {
@@ -28,5 +33,23 @@ impl Deadline {
     pub fn remaining(&self) -> std::time::Duration {
         self.0
             .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Runs `work` with this deadline as the current one.
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        CURRENT_DEADLINE.scope(self, work).await
+    }
+
+    /// The deadline of the request being served by this task, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT_DEADLINE.try_with(|d| *d).ok()
+    }
+
+    /// The tighter of two optional deadlines.
+    pub fn earliest(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! `serve`: any tower HTTP service (an axum `Router`, a tonic server) answering on NATS.
 
+use std::future::Future;
+use std::task::{Context, Waker};
+
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -117,14 +120,22 @@ where
             };
             let Some(request) = request else { break };
             let service = service.clone();
-            let client = client.clone();
-            in_flight.spawn(async move {
+            let max_payload = client.max_payload();
+            let mut exchange = Box::pin(async move {
                 let (head, body) = answer(service, &request.message, max_body).await;
-                let body = fit_in_one_message(&client, head, body);
-                if let Err(error) = request.respond_with_headers(Ok(body.1), body.0).await {
+                let (head, body) = fit_in_one_message(max_payload, head, body);
+                if let Err(error) = request.respond_with_headers(Ok(body), head).await {
                     tracing::warn!(%error, "Mesh reply not sent.");
                 }
             });
+            // Most handlers (a cache hit, a validation error) finish without waiting on
+            // anything: answering them inline saves a task spawn and a cross-thread wake-up
+            // per request. One that is still pending moves to its own task; polling it once
+            // with a no-op waker first is sound because every poll registers the waker anew.
+            let mut first_poll = Context::from_waker(Waker::noop());
+            if exchange.as_mut().poll(&mut first_poll).is_pending() {
+                in_flight.spawn(exchange);
+            }
         }
         if let Err(error) = endpoint.stop().await {
             tracing::debug!(%error, "Endpoint stop.");
@@ -177,11 +188,19 @@ where
         Ok(uri) => *request.uri_mut() = uri,
         Err(_) => return encode_plain(StatusCode::BAD_REQUEST, "bad_request", "invalid path"),
     }
-    if let Some(budget) = budget {
-        request.extensions_mut().insert(Deadline::after(budget));
+    let deadline = budget.map(Deadline::after);
+    if let Some(deadline) = deadline {
+        request.extensions_mut().insert(deadline);
     }
 
     let call = service.oneshot(request);
+    // Nested calls made by the handler inherit what is left of the budget.
+    let call = async move {
+        match deadline {
+            Some(deadline) => deadline.scope(call).await,
+            None => call.await,
+        }
+    };
     let outcome: Result<Response<B>, BoxError> = match budget {
         // Dropping the call when the budget runs out stops the handler's work.
         Some(budget) => match tokio::time::timeout(budget, call).await {
@@ -233,15 +252,11 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 fn encode_plain(status: StatusCode, code: &str, message: &str) -> (async_nats::HeaderMap, Bytes) {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+    let response: Response<Bytes> = kit::error::error_response(status, code, message);
+    let (parts, body) = response.into_parts();
     (
-        wire::encode_response_head(status, &headers, None),
-        Bytes::from(body),
+        wire::encode_response_head(parts.status, &parts.headers, None),
+        body,
     )
 }
 
@@ -260,12 +275,12 @@ fn encode_mesh_error(
 
 /// A response that does not fit in one NATS message becomes a 502 that says so.
 fn fit_in_one_message(
-    client: &async_nats::Client,
+    max_payload: usize,
     head: async_nats::HeaderMap,
     body: Bytes,
 ) -> (async_nats::HeaderMap, Bytes) {
     // Headers are small; keep a margin for them rather than serialising twice.
-    let limit = client.server_info().max_payload.saturating_sub(64 * 1024);
+    let limit = max_payload.saturating_sub(64 * 1024);
     if body.len() <= limit {
         return (head, body);
     }

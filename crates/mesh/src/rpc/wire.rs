@@ -17,6 +17,9 @@ pub(crate) const STATUS: &str = "Mesh-Status";
 pub(crate) const TIMEOUT_MS: &str = "Mesh-Timeout-Ms";
 pub(crate) const TRAILER_PREFIX: &str = "mesh-trailer-";
 
+/// The caller's remaining budget in milliseconds, on NATS and HTTP/2 alike.
+pub const TIMEOUT_HEADER: &str = "mesh-timeout-ms";
+
 /// Set on responses the mesh made itself (no responder, timeout, too large), so callers and
 /// retry policies can tell them from the service's own answers.
 pub const MESH_ERROR_HEADER: &str = "mesh-error";
@@ -70,22 +73,12 @@ impl MeshErrorKind {
     }
 }
 
-/// The DESIGN.md error body: `{"error": {"code": "...", "message": "..."}}`.
-pub(crate) fn error_body(kind: MeshErrorKind, message: &str) -> Bytes {
-    let body = serde_json::json!({"error": {"code": kind.code(), "message": message}});
-    Bytes::from(body.to_string())
-}
-
-/// A complete response the mesh synthesises.
+/// A complete response the mesh synthesises, in the DESIGN.md error shape.
 pub(crate) fn error_response(kind: MeshErrorKind, message: &str) -> http::Response<Bytes> {
-    let mut response = http::Response::new(error_body(kind, message));
-    *response.status_mut() = kind.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(MESH_ERROR_HEADER, HeaderValue::from_static(kind.code()));
+    let mut response = kit::error::error_response(kind.status(), kind.code(), message);
+    response
+        .headers_mut()
+        .insert(MESH_ERROR_HEADER, HeaderValue::from_static(kind.code()));
     response
 }
 

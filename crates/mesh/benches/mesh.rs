@@ -1,0 +1,337 @@
+//! Mesh latency and throughput: raw async-nats vs `Channel` over NATS vs `Channel` over HTTP/2.
+//!
+//! Three ways to echo a 256-byte body, measured in one run on loopback:
+//!
+//! 1. **raw async-nats**, the floor: a plain queue subscriber that publishes each payload
+//!    back to its reply subject, called with `client.request`.
+//! 2. **Channel over NATS**: an axum router (`POST /echo` returns the body) served with
+//!    [`mesh::rpc::serve`] and called through [`Channel::nats`] with `tower::ServiceExt::oneshot`.
+//! 3. **Channel over HTTP/2**: the same router on `kit::server::HttpServer` (TCP_NODELAY on),
+//!    called through [`Channel::http`].
+//!
+//! NATS runs at `testkit::nats_url()` (`NATS_URL`, default `nats://127.0.0.1:4222`); the
+//! server side and the client side use separate NATS connections. Each path is warmed up,
+//! then measured twice: sequential latency (one request at a time, p50 and p99 in µs) and
+//! throughput with 32 requests in flight (32 tokio tasks sharing a fixed number of requests,
+//! in requests per second). Every response must be a 200 carrying the 256 bytes back, or the
+//! benchmark panics: a benchmark of failures is worthless.
+//!
+//! The closing line checks two goals: Channel over NATS adds at most 15 % to the raw p50,
+//! and at 32 in flight it serves at least as many requests per second as HTTP/2.
+//!
+//! Run it with `just bench-mesh` (starts NATS if needed), or `cargo bench -p mesh --bench mesh`
+//! with NATS already up. `BENCH_SEQUENTIAL` (default 3000) and `BENCH_REQUESTS` (default
+//! 20000) override the counts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::post;
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use mesh::rpc::{Channel, ServeOptions, serve};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+const BODY_LEN: usize = 256;
+const WARMUP: usize = 500;
+const IN_FLIGHT: usize = 32;
+const DEFAULT_SEQUENTIAL: usize = 3000;
+const DEFAULT_REQUESTS: usize = 20_000;
+/// Channel over NATS p50 at most this many times the raw async-nats p50.
+const P50_GOAL: f64 = 1.15;
+/// Channel over NATS requests per second at least this many times HTTP/2's.
+const THROUGHPUT_GOAL: f64 = 1.0;
+
+const RAW: &str = "raw async-nats";
+const OVER_NATS: &str = "Channel over NATS";
+const OVER_HTTP2: &str = "Channel over HTTP/2";
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    let sequential_count = count_from_env("BENCH_SEQUENTIAL", DEFAULT_SEQUENTIAL);
+    let requests = count_from_env("BENCH_REQUESTS", DEFAULT_REQUESTS);
+    let url = testkit::nats_url();
+    // Separate connections, as a caller and a service in two processes would have.
+    let server_side = connect(&url).await;
+    let client_side = connect(&url).await;
+    let payload = Bytes::from((0..BODY_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+
+    // 1. Raw async-nats: the floor under any request/reply over this NATS server.
+    let raw_subject = format!("bench.{}", testkit::unique_name("raw"));
+    let mut subscriber = server_side
+        .queue_subscribe(raw_subject.clone(), "bench_raw".to_owned())
+        .await
+        .expect("raw subscribe");
+    let responder_client = server_side.clone();
+    let responder = tokio::spawn(async move {
+        while let Some(message) = subscriber.next().await {
+            let Some(reply) = message.reply else {
+                continue;
+            };
+            if let Err(error) = responder_client.publish(reply, message.payload).await {
+                eprintln!("raw reply not sent: {error}");
+            }
+        }
+    });
+    // The server has the subscription before the first request goes out.
+    server_side.flush().await.expect("flush");
+    let raw_call = {
+        let client = client_side.clone();
+        let payload = payload.clone();
+        move || raw_request(client.clone(), raw_subject.clone(), payload.clone())
+    };
+    let raw = measure(RAW, raw_call, sequential_count, requests).await;
+    responder.abort();
+
+    // 2. Channel over NATS.
+    let name = testkit::unique_name("bench");
+    let mesh_server = serve(
+        server_side.clone(),
+        &name,
+        echo_router(),
+        ServeOptions::default(),
+    )
+    .await
+    .expect("mesh serve");
+    server_side.flush().await.expect("flush");
+    let nats_call = {
+        let channel = Channel::nats(client_side.clone(), &name);
+        let payload = payload.clone();
+        move || channel_request(channel.clone(), payload.clone(), OVER_NATS)
+    };
+    let over_nats = measure(OVER_NATS, nats_call, sequential_count, requests).await;
+    mesh_server.shutdown().await;
+
+    // 3. Channel over HTTP/2, to the same router on its own port.
+    let http_server = kit::server::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let base: http::Uri = format!("http://{}", http_server.local_addr())
+        .parse()
+        .expect("base uri");
+    let stop = CancellationToken::new();
+    let http_task = tokio::spawn(http_server.serve(echo_router(), stop.clone()));
+    let channel = Channel::http(base, "bench");
+    let http_call = move || channel_request(channel.clone(), payload.clone(), OVER_HTTP2);
+    let over_http2 = measure(OVER_HTTP2, http_call, sequential_count, requests).await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+
+    report(
+        sequential_count,
+        requests,
+        &[(RAW, raw), (OVER_NATS, over_nats), (OVER_HTTP2, over_http2)],
+    );
+}
+
+async fn connect(url: &str) -> async_nats::Client {
+    async_nats::connect(url)
+        .await
+        .unwrap_or_else(|error| panic!("cannot reach NATS at {url} (try `just infra`): {error}"))
+}
+
+fn count_from_env(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(raw) => match raw.trim().parse::<usize>() {
+            Ok(count) if count > 0 => count,
+            _ => panic!("{name} must be a positive integer, not {raw:?}"),
+        },
+        Err(_) => default,
+    }
+}
+
+/// `POST /echo` answers with the request body.
+fn echo_router() -> Router {
+    Router::new().route("/echo", post(|body: Bytes| async move { body }))
+}
+
+async fn raw_request(client: async_nats::Client, subject: String, payload: Bytes) {
+    let reply = client
+        .request(subject, payload)
+        .await
+        .unwrap_or_else(|error| panic!("{RAW} request failed: {error}"));
+    assert_eq!(
+        reply.payload.len(),
+        BODY_LEN,
+        "{RAW} echoed {} bytes",
+        reply.payload.len()
+    );
+}
+
+async fn channel_request(channel: Channel, payload: Bytes, label: &'static str) {
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri("/echo")
+        .header(http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(payload))
+        .expect("request");
+    let response = channel
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|error| panic!("{label} request failed: {error}"));
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("infallible body")
+        .to_bytes();
+    assert_eq!(
+        status,
+        http::StatusCode::OK,
+        "{label} answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(body.len(), BODY_LEN, "{label} echoed {} bytes", body.len());
+}
+
+/// Warms up, then measures sequential latency and throughput at [`IN_FLIGHT`], on a runtime
+/// worker (where services run their requests) rather than the `main` thread.
+async fn measure<F, Fut>(label: &str, call: F, sequential_count: usize, requests: usize) -> Stats
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    eprintln!(
+        "{label}: warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight"
+    );
+    let task = tokio::spawn(async move {
+        sequential(call.clone(), WARMUP).await;
+        concurrent(call.clone(), WARMUP).await;
+        let mut samples = sequential(call.clone(), sequential_count).await;
+        let elapsed = concurrent(call, requests).await;
+        samples.sort_unstable();
+        Stats {
+            p50: percentile(&samples, 0.50),
+            p99: percentile(&samples, 0.99),
+            per_second: requests as f64 / elapsed.as_secs_f64(),
+        }
+    });
+    join(task.await)
+}
+
+/// One request at a time; the latency of each.
+async fn sequential<F, Fut>(call: F, count: usize) -> Vec<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let pending = call();
+        pending.await;
+        samples.push(started.elapsed());
+    }
+    samples
+}
+
+/// `requests` requests shared by [`IN_FLIGHT`] tasks; the time until the last one answered.
+async fn concurrent<F, Fut>(call: F, requests: usize) -> Duration
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let share = requests / IN_FLIGHT + usize::from(i < requests % IN_FLIGHT);
+            let call = call.clone();
+            tokio::spawn(async move {
+                for _ in 0..share {
+                    let pending = call();
+                    pending.await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        join(task.await);
+    }
+    started.elapsed()
+}
+
+/// A task's result, its panic carried on to the caller.
+fn join<T>(outcome: Result<T, tokio::task::JoinError>) -> T {
+    match outcome {
+        Ok(value) => value,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => panic!("benchmark task failed: {error}"),
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
+    assert!(!sorted.is_empty(), "no samples");
+    let rank = (quantile * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "PASS" } else { "MISS" }
+}
+
+/// The table; ratios are relative to the first row (raw async-nats).
+fn report(sequential_count: usize, requests: usize, rows: &[(&str, Stats)]) {
+    let (_, raw) = rows[0];
+    println!();
+    println!(
+        "mesh benchmark ({BODY_LEN} B echo, loopback NATS, {sequential_count} sequential, \
+         {requests} at {IN_FLIGHT} in flight)"
+    );
+    let throughput_header = format!("req/s @{IN_FLIGHT}");
+    let columns = [
+        "path",
+        "p50 µs",
+        "p99 µs",
+        "ratio p50",
+        throughput_header.as_str(),
+        "ratio req/s",
+    ];
+    println!(
+        "{:<22} {:>10} {:>10} {:>11} {:>12} {:>13}",
+        columns[0], columns[1], columns[2], columns[3], columns[4], columns[5]
+    );
+    for (label, stats) in rows {
+        let p50 = micros(stats.p50);
+        let p99 = micros(stats.p99);
+        let p50_ratio = stats.p50.as_secs_f64() / raw.p50.as_secs_f64();
+        let per_second = stats.per_second;
+        let throughput_ratio = stats.per_second / raw.per_second;
+        println!(
+            "{label:<22} {p50:>10.1} {p99:>10.1} {p50_ratio:>11.2} {per_second:>12.0} \
+             {throughput_ratio:>13.2}"
+        );
+    }
+    let stats_of = |wanted: &str| {
+        rows.iter()
+            .find(|(label, _)| *label == wanted)
+            .map(|(_, stats)| *stats)
+            .expect("measured")
+    };
+    let over_nats = stats_of(OVER_NATS);
+    let over_http2 = stats_of(OVER_HTTP2);
+    let p50_ratio = over_nats.p50.as_secs_f64() / raw.p50.as_secs_f64();
+    let throughput_ratio = over_nats.per_second / over_http2.per_second;
+    let p50_verdict = verdict(p50_ratio <= P50_GOAL);
+    let throughput_verdict = verdict(throughput_ratio >= THROUGHPUT_GOAL);
+    println!(
+        "goals: Channel/NATS p50 <= {P50_GOAL:.2}x raw: {p50_verdict} ({p50_ratio:.2}x); \
+         NATS req/s >= {THROUGHPUT_GOAL:.1}x HTTP/2 at {IN_FLIGHT} in flight: \
+         {throughput_verdict} ({throughput_ratio:.2}x)"
+    );
+}
