@@ -48,6 +48,10 @@ lint:
 bench-mesh: infra
     cargo bench -p mesh --bench mesh
 
+# Overhead of the gateway-style middleware stack against a bare service; JWT's cost.
+bench-middleware:
+    cargo bench -p middleware --bench stack
+
 # Validate infra/compose.yaml offline against the compose specification.
 check-compose:
     check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml

@@ -9,6 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
-    tonic_prost_build::configure().compile_with_config(config, &protos, &["../../proto"])?;
+    // The descriptor set lets product and order services answer gRPC reflection (grpcurl).
+    let descriptor =
+        std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("shopmesh_descriptor.bin");
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(descriptor)
+        .compile_with_config(config, &protos, &["../../proto"])?;
     Ok(())
 }

@@ -3,6 +3,9 @@
 
 pub mod topics;
 
+/// Every message and service of `proto/`, encoded, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("shopmesh_descriptor");
+
 /// `proto/product.proto`.
 pub mod product {
     tonic::include_proto!("shopmesh.product.v1");

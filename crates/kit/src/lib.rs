@@ -4,6 +4,7 @@
 //! router and hands it to [`runtime::Service`], which serves it next to `/health`, `/ready`
 //! and `/metrics` until SIGINT/SIGTERM, then drains in-flight requests and background tasks.
 
+pub mod api;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -67,6 +67,11 @@ impl Service {
         self
     }
 
+    /// Everything this service answers, operational routes included.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self

@@ -108,6 +108,8 @@ where
         .await
         .map_err(error)?;
 
+    confirm_subscribed(&client, name, &registered.info().await.id).await;
+
     let stop = CancellationToken::new();
     let in_flight = TaskTracker::new();
     let max_body = options.max_body;
@@ -151,6 +153,21 @@ where
         stop,
         task,
     })
+}
+
+/// Waits (briefly) until the server routes requests to the new endpoint: a ping to this
+/// very instance goes through the server after the endpoint's subscription, so its answer
+/// proves the subscription is in place. Without it, a caller could see "no responders"
+/// just after `serve` returned. If NATS is unreachable it does not wait long: the client
+/// subscribes when it connects, and readiness reports the outage meanwhile.
+async fn confirm_subscribed(client: &async_nats::Client, name: &str, instance: &str) {
+    let ping = client.request(format!("$SRV.PING.{name}.{instance}"), Bytes::new());
+    if tokio::time::timeout(std::time::Duration::from_secs(2), ping)
+        .await
+        .map_or(true, |answer| answer.is_err())
+    {
+        tracing::warn!(service = %name, "Mesh endpoint not confirmed; NATS may be unreachable.");
+    }
 }
 
 /// Runs one request through the service and encodes its answer.

@@ -1,0 +1,144 @@
+//! Hosting a service the Shopmesh way, so five services do not repeat it: one axum router,
+//! wrapped in the standard server layers, served on the service's own port *and* over the
+//! mesh (`mesh.<name>.http`), next to `/health`, `/ready` and `/metrics`, until SIGTERM.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use kit::health::NatsCheck;
+use kit::{Metrics, Readiness, ServiceConfig, Shutdown};
+use mesh::rpc::{ServeError, ServeOptions};
+use tower::ServiceBuilder;
+
+use crate::deadline::DeadlineLayer;
+use crate::metrics::HttpMetricsLayer;
+use crate::trace::RequestTraceLayer;
+
+/// What a request may take inside a service when its caller set no deadline.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Nats {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mesh(#[from] ServeError),
+}
+
+/// The process-wide parts a service builds its state from.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub metrics: Metrics,
+    /// Starts with the NATS check; add the service's own (Postgres, Kafka, Redis).
+    pub readiness: Readiness,
+    pub nats: async_nats::Client,
+    grace: Duration,
+}
+
+impl Host {
+    /// Connects to NATS. The connection is retried in the background, so a service starts
+    /// (unready) while NATS is down and becomes ready when it appears.
+    pub async fn connect(config: &ServiceConfig) -> Result<Self, HostError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name(&config.name)
+            .retry_on_initial_connect()
+            .connect(&config.nats_url)
+            .await
+            .map_err(|source| HostError::Nats {
+                url: config.nats_url.clone(),
+                source,
+            })?;
+        Ok(Self {
+            name: config.name.clone(),
+            metrics: Metrics::new(&config.name),
+            readiness: Readiness::new().with_check(NatsCheck(nats.clone())),
+            nats,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The standard server layers, in request order.
+    pub fn standard_layers(router: Router, metrics: &Metrics) -> Router {
+        router.layer(
+            ServiceBuilder::new()
+                // Request id and span first, so everything below logs with them.
+                .layer(RequestTraceLayer)
+                // Count and time every request, rejections included.
+                .layer(HttpMetricsLayer::new(metrics))
+                // Honour the caller's deadline and give nested calls what is left.
+                .layer(DeadlineLayer::new(DEFAULT_BUDGET)),
+        )
+    }
+
+    /// Binds `addr` and starts answering on the mesh; call [`Hosted::run_until_stopped`].
+    pub async fn serve(self, router: Router, addr: SocketAddr) -> Result<Hosted, HostError> {
+        let router = Self::standard_layers(router, &self.metrics);
+        let service = kit::Service::bind(&self.name, addr)
+            .await
+            .map_err(|source| HostError::Bind { addr, source })?
+            .with_router(router)
+            .with_ops(self.metrics.clone(), self.readiness.clone())
+            .with_grace(self.grace);
+        // The same routes, operational ones included, over NATS.
+        let mesh_router = service.router().clone();
+        let mesh_server = mesh::serve(
+            self.nats.clone(),
+            &self.name,
+            mesh_router,
+            ServeOptions::default(),
+        )
+        .await?;
+        let token = service.shutdown().token();
+        service.shutdown().spawn(mesh_server.run_until(token));
+        Ok(Hosted {
+            service,
+            metrics: self.metrics,
+            nats: self.nats,
+        })
+    }
+}
+
+/// A bound, not yet running, service.
+#[derive(Debug)]
+pub struct Hosted {
+    service: kit::Service,
+    metrics: Metrics,
+    nats: async_nats::Client,
+}
+
+impl Hosted {
+    pub fn port(&self) -> u16 {
+        self.service.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.service.local_addr()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// Spawn consumers and relays through this so shutdown waits for them.
+    pub fn shutdown(&self) -> &Shutdown {
+        self.service.shutdown()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.service.run_until_stopped().await
+    }
+}

@@ -1,0 +1,31 @@
+//! Shopmesh's shared tower layers. Every service, the gateway, the mesh `Channel` and the
+//! bridge take their policy from here, so no service writes its own.
+//!
+//! Server side, in request order: [`trace::RequestTraceLayer`] (request id, span, trace
+//! context), [`metrics::HttpMetricsLayer`], [`rate_limit::RateLimitLayer`],
+//! [`auth::RequireAuthLayer`], [`deadline::DeadlineLayer`].
+//! Client side (around a `mesh::Channel`): [`retry::RetryPolicy`] outside
+//! [`breaker::CircuitBreakerLayer`], so a retry never hammers an open circuit and the
+//! breaker sees every attempt.
+//!
+//! Every rejection is the DESIGN.md error body with its status: 401 auth, 429 rate limit,
+//! 503 circuit open, 504 deadline; never a 500.
+
+pub mod auth;
+pub mod breaker;
+pub mod classify;
+pub mod deadline;
+pub mod host;
+pub mod metrics;
+pub mod password;
+pub mod rate_limit;
+pub mod retry;
+pub mod trace;
+
+pub use auth::{Claims, JwtKeys, JwtSettings, RequireAuthLayer};
+pub use breaker::{BreakerConfig, CircuitBreakerLayer};
+pub use deadline::DeadlineLayer;
+pub use metrics::HttpMetricsLayer;
+pub use rate_limit::RateLimitLayer;
+pub use retry::{RetryPolicy, RetrySettings};
+pub use trace::RequestTraceLayer;

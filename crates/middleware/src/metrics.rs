@@ -1,0 +1,139 @@
+//! Request count and latency per route and status, in the process's Prometheus registry.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::MatchedPath;
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use tower::{Layer, Service};
+
+const LABELS: [&str; 3] = ["method", "route", "status"];
+
+/// `http_server_requests_total` and `http_server_request_duration_seconds`, labelled by
+/// method, route template (never the raw path: ids would explode the series) and status.
+#[derive(Debug, Clone)]
+pub struct HttpMetricsLayer {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl HttpMetricsLayer {
+    pub fn new(metrics: &kit::Metrics) -> Self {
+        let requests = IntCounterVec::new(
+            Opts::new("http_server_requests_total", "HTTP requests served."),
+            &LABELS,
+        )
+        .expect("static metric definition is valid");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_request_duration_seconds",
+                "Time from request to response headers.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &LABELS,
+        )
+        .expect("static metric definition is valid");
+        Self {
+            requests: metrics.register(requests),
+            duration: metrics.register(duration),
+        }
+    }
+}
+
+impl<S> Layer<S> for HttpMetricsLayer {
+    type Service = HttpMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpMetrics {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpMetrics<S> {
+    inner: S,
+    layer: HttpMetricsLayer,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for HttpMetrics<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.method().as_str().to_owned();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str)
+            .to_owned();
+        let layer = self.layer.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            let result = inner.call(request).await;
+            let status = match &result {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            let labels = [method.as_str(), route.as_str(), status.as_str()];
+            layer.requests.with_label_values(&labels).inc();
+            layer
+                .duration
+                .with_label_values(&labels)
+                .observe(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn counts_by_route_template_and_status() {
+        let metrics = kit::Metrics::new("test");
+        let router = Router::new()
+            .route("/products/{id}", get(|| async { "ok" }))
+            .layer(HttpMetricsLayer::new(&metrics));
+        for id in ["a", "b"] {
+            let request = Request::builder()
+                .uri(format!("/products/{id}"))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            router.clone().oneshot(request).await.expect("answer");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"http_server_requests_total{method="GET",route="/products/{id}",status="200",service="test"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("http_server_request_duration_seconds_bucket"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,264 @@
+//! Retries with exponential backoff, full jitter and a budget.
+//!
+//! Only idempotent requests, and only transient failures ([`crate::classify::is_transient`]).
+//! The budget (tower's `TpsBudget`) lets retries add at most a fraction of the recent
+//! traffic (20% by default), so an outage is not multiplied by the retry count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use rand::Rng;
+use tower::retry::Policy;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use crate::classify::{is_idempotent, is_transient};
+
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Fraction of requests that may be retries, over `budget_window`.
+    pub retry_ratio: f32,
+    /// Retries always allowed per second, so a quiet service can still retry.
+    pub min_retries_per_second: u32,
+    pub budget_window: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(25),
+            max_delay: Duration::from_millis(500),
+            retry_ratio: 0.2,
+            min_retries_per_second: 10,
+            budget_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A `tower::retry::Policy` for HTTP requests with cloneable bodies (`Full<Bytes>`, the
+/// gateway's buffered bodies).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    settings: Arc<RetrySettings>,
+    budget: Arc<TpsBudget>,
+    attempt: u32,
+}
+
+impl RetryPolicy {
+    pub fn new(settings: RetrySettings) -> Self {
+        let budget = TpsBudget::new(
+            settings.budget_window,
+            settings.min_retries_per_second,
+            settings.retry_ratio,
+        );
+        Self {
+            settings: Arc::new(settings),
+            budget: Arc::new(budget),
+            attempt: 0,
+        }
+    }
+
+    /// A `tower::retry::RetryLayer` using this policy.
+    pub fn layer(self) -> tower::retry::RetryLayer<Self> {
+        tower::retry::RetryLayer::new(self)
+    }
+
+    /// Full jitter: uniform in [0, min(max, base · 2^attempt)].
+    fn backoff(&self) -> Duration {
+        let exponential = self
+            .settings
+            .base_delay
+            .saturating_mul(1 << self.attempt.min(16));
+        let cap = exponential.min(self.settings.max_delay);
+        cap.mul_f64(rand::rng().random::<f64>())
+    }
+}
+
+impl<B, ResBody, E> Policy<Request<B>, Response<ResBody>, E> for RetryPolicy
+where
+    B: Clone,
+{
+    type Future = BoxFuture<'static, ()>;
+
+    fn retry(
+        &mut self,
+        request: &mut Request<B>,
+        result: &mut Result<Response<ResBody>, E>,
+    ) -> Option<Self::Future> {
+        if self.attempt == 0 {
+            // Every original request earns budget; retries spend it.
+            self.budget.deposit();
+        }
+        let transient = match result {
+            Ok(response) => is_transient(response),
+            // Connection-level errors: the request may not have left.
+            Err(_) => true,
+        };
+        if !transient
+            || !is_idempotent(request.method())
+            || self.attempt >= self.settings.max_retries
+        {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            tracing::debug!(uri = %request.uri(), "Retry budget exhausted; not retrying.");
+            return None;
+        }
+        let delay = self.backoff();
+        self.attempt += 1;
+        tracing::debug!(uri = %request.uri(), attempt = self.attempt, ?delay, "Retrying.");
+        Some(Box::pin(tokio::time::sleep(delay)))
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        let mut clone = Request::new(request.body().clone());
+        *clone.method_mut() = request.method().clone();
+        *clone.uri_mut() = request.uri().clone();
+        *clone.version_mut() = request.version();
+        *clone.headers_mut() = request.headers().clone();
+        if let Some(deadline) = request.extensions().get::<mesh::Deadline>() {
+            clone.extensions_mut().insert(*deadline);
+        }
+        Some(clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::Method;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    fn fast() -> RetrySettings {
+        RetrySettings {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetrySettings::default()
+        }
+    }
+
+    /// An upstream that answers `statuses` in turn, then 200.
+    fn upstream(
+        statuses: Vec<u16>,
+        calls: Arc<AtomicUsize>,
+    ) -> impl tower::Service<
+        Request<Bytes>,
+        Response = Response<Bytes>,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone {
+        tower::service_fn(move |_request: Request<Bytes>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let status = statuses.get(n).copied().unwrap_or(200);
+            async move {
+                Ok(Response::builder()
+                    .status(status)
+                    .body(Bytes::new())
+                    .expect("response"))
+            }
+        })
+    }
+
+    fn request(method: Method) -> Request<Bytes> {
+        Request::builder()
+            .method(method)
+            .uri("/x")
+            .body(Bytes::new())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_flaky_idempotent_call_is_recovered() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = ServiceBuilder::new()
+            .layer(RetryPolicy::new(fast()).layer())
+            .service(upstream(vec![503, 504], calls.clone()));
+        let response = service.oneshot(request(Method::GET)).await.expect("answer");
+        assert_eq!(response.status(), 200);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn post_is_never_retried() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = ServiceBuilder::new()
+            .layer(RetryPolicy::new(fast()).layer())
+            .service(upstream(vec![503], calls.clone()));
+        let response = service
+            .oneshot(request(Method::POST))
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 503);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn client_errors_and_500_are_not_retried() {
+        for status in [400, 404, 409, 422, 500] {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let service = ServiceBuilder::new()
+                .layer(RetryPolicy::new(fast()).layer())
+                .service(upstream(vec![status], calls.clone()));
+            let response = service.oneshot(request(Method::GET)).await.expect("answer");
+            assert_eq!(response.status(), status);
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_retries() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = ServiceBuilder::new()
+            .layer(RetryPolicy::new(fast()).layer())
+            .service(upstream(vec![503; 10], calls.clone()));
+        let response = service.oneshot(request(Method::GET)).await.expect("answer");
+        assert_eq!(response.status(), 503);
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "1 attempt + 2 retries");
+    }
+
+    #[tokio::test]
+    async fn the_budget_caps_retries_at_a_fraction_of_traffic() {
+        let settings = RetrySettings {
+            max_retries: 1,
+            min_retries_per_second: 0,
+            ..fast()
+        };
+        let policy = RetryPolicy::new(settings);
+        let calls = Arc::new(AtomicUsize::new(0));
+        // Everything fails: without a budget 1000 requests would make 2000 calls.
+        let service = ServiceBuilder::new()
+            .layer(policy.layer())
+            .service(upstream(vec![503; 10_000], calls.clone()));
+        for _ in 0..1000 {
+            let response = service
+                .clone()
+                .oneshot(request(Method::GET))
+                .await
+                .expect("answer");
+            assert_eq!(response.status(), 503);
+        }
+        let retries = calls.load(Ordering::SeqCst) - 1000;
+        assert!(retries <= 210, "{retries} retries for 1000 requests");
+        assert!(
+            retries >= 150,
+            "the budget should allow about 20%: {retries}"
+        );
+    }
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        let mut policy = RetryPolicy::new(RetrySettings::default());
+        for attempt in 0..20 {
+            policy.attempt = attempt;
+            assert!(policy.backoff() <= Duration::from_millis(500));
+        }
+    }
+}

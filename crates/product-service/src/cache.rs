@@ -1,0 +1,224 @@
+//! The Redis read-through cache for `GET /products/{id}`, behind a circuit breaker.
+//!
+//! Redis is an optimisation, never a dependency: when it is down or slow, every call fails
+//! fast (a 250 ms command timeout, then the open breaker skips Redis entirely) and the
+//! service answers from Postgres. Invalidations that could not reach Redis are remembered
+//! and replayed once it answers again, so an update made during an outage is not hidden by
+//! a stale entry afterwards.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, Expiration, KeysInterface, ReconnectPolicy,
+};
+use middleware::breaker::{BreakerConfig, BreakerMachine};
+use prometheus::IntCounterVec;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::store::Product;
+
+#[derive(Debug)]
+pub struct ProductCache {
+    client: Client,
+    ttl: Duration,
+    breaker: Mutex<BreakerMachine>,
+    pending_invalidations: Mutex<HashSet<Uuid>>,
+    lookups: IntCounterVec,
+}
+
+/// Gives a half-open probe slot back if the caller is cancelled mid-command.
+struct Permit<'a> {
+    breaker: &'a Mutex<BreakerMachine>,
+    settled: bool,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.breaker
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .abandon();
+        }
+    }
+}
+
+fn key(id: Uuid) -> String {
+    format!("product:{id}")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Hit,
+    Miss,
+    Error,
+    Bypass,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Error => "error",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+impl ProductCache {
+    /// Connects in the background: a Redis that is down at startup is not an error.
+    pub fn connect(
+        url: &str,
+        ttl: Duration,
+        metrics: &kit::Metrics,
+    ) -> Result<Self, fred::error::Error> {
+        let client = Builder::from_config(Config::from_url(url)?)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_millis(500);
+                c.internal_command_timeout = Duration::from_millis(500);
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|c| {
+                c.default_command_timeout = Duration::from_millis(250);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()?;
+        // The connection task retries forever; commands fail by timeout meanwhile.
+        let _connection = client.connect();
+        let lookups = IntCounterVec::new(
+            prometheus::Opts::new(
+                "product_cache_lookups_total",
+                "Product cache lookups by result: hit, miss, error, bypass (breaker open).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition is valid");
+        Ok(Self {
+            client,
+            ttl,
+            breaker: Mutex::new(BreakerMachine::new(BreakerConfig {
+                window: 10,
+                min_calls: 3,
+                failure_rate: 0.5,
+                open_for: Duration::from_secs(2),
+                half_open_probes: 1,
+            })),
+            pending_invalidations: Mutex::new(HashSet::new()),
+            lookups: metrics.register(lookups),
+        })
+    }
+
+    pub async fn get(&self, id: Uuid) -> Option<Product> {
+        let outcome = match self
+            .guarded(async { self.client.get::<Option<String>, _>(key(id)).await })
+            .await
+        {
+            None => (Outcome::Bypass, None),
+            Some(Err(error)) => {
+                tracing::debug!(%error, "Cache read failed; using Postgres.");
+                (Outcome::Error, None)
+            }
+            Some(Ok(None)) => (Outcome::Miss, None),
+            Some(Ok(Some(json))) => match serde_json::from_str::<Product>(&json) {
+                Ok(product) => (Outcome::Hit, Some(product)),
+                Err(_) => (Outcome::Miss, None),
+            },
+        };
+        self.lookups.with_label_values(&[outcome.0.label()]).inc();
+        outcome.1
+    }
+
+    pub async fn put(&self, product: &Product) {
+        let Ok(json) = serde_json::to_string(product) else {
+            return;
+        };
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(60).max(1);
+        let _ = self
+            .guarded(async {
+                self.client
+                    .set::<(), _, _>(
+                        key(product.id),
+                        json,
+                        Some(Expiration::EX(ttl)),
+                        None,
+                        false,
+                    )
+                    .await
+            })
+            .await;
+    }
+
+    /// Removes a product's entry; if Redis cannot be told now, it is told later.
+    pub async fn invalidate(&self, id: Uuid) {
+        let done = self
+            .guarded(async { self.client.del::<i64, _>(key(id)).await })
+            .await;
+        if !matches!(done, Some(Ok(_))) {
+            self.pending().insert(id);
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.pending_invalidations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `command` if the breaker allows it and records its outcome; `None` when skipped.
+    async fn guarded<T>(
+        &self,
+        command: impl Future<Output = Result<T, fred::error::Error>>,
+    ) -> Option<Result<T, fred::error::Error>> {
+        let allowed = self
+            .breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_acquire(Instant::now());
+        if let Ok(Some((from, to))) = allowed {
+            tracing::info!(?from, ?to, "Redis circuit changed.");
+        }
+        if allowed.is_err() {
+            return None;
+        }
+        let mut permit = Permit {
+            breaker: &self.breaker,
+            settled: false,
+        };
+        // Invalidations missed during an outage go first: the command must not read an
+        // entry that should have been deleted.
+        let result = match self.replay_invalidations().await {
+            Ok(()) => command.await,
+            Err(error) => Err(error),
+        };
+        permit.settled = true;
+        let transition = self
+            .breaker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(Instant::now(), result.is_err());
+        if let Some((from, to)) = transition {
+            tracing::warn!(?from, ?to, "Redis circuit changed.");
+        }
+        Some(result)
+    }
+
+    async fn replay_invalidations(&self) -> Result<(), fred::error::Error> {
+        let pending: Vec<Uuid> = self.pending().drain().collect();
+        let mut failed = None;
+        for id in pending {
+            if failed.is_some() {
+                self.pending().insert(id);
+                continue;
+            }
+            if let Err(error) = self.client.del::<i64, _>(key(id)).await {
+                self.pending().insert(id);
+                failed = Some(error);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,41 @@
+//! Where product-service's failures become HTTP answers and gRPC statuses.
+
+use kit::api::ApiError;
+
+use crate::store::ReserveError;
+
+pub fn database(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "Database unavailable.");
+            ApiError::unavailable("the product database is unavailable")
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+pub fn database_status(error: sqlx::Error) -> tonic::Status {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "Database unavailable.");
+            tonic::Status::unavailable("the product database is unavailable")
+        }
+        other => {
+            tracing::error!(error = %other, "Internal error.");
+            tonic::Status::internal("internal error")
+        }
+    }
+}
+
+impl From<ReserveError> for tonic::Status {
+    fn from(error: ReserveError) -> Self {
+        match error {
+            ReserveError::UnknownProduct(_) => tonic::Status::not_found(error.to_string()),
+            ReserveError::Insufficient { .. } => {
+                tonic::Status::failed_precondition(error.to_string())
+            }
+            ReserveError::Released(_) => tonic::Status::aborted(error.to_string()),
+            ReserveError::Database(error) => database_status(error),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! product-service: the catalogue (REST on 8081, cached in Redis) and stock reservations
+//! (gRPC on 50052). Both are also served over the mesh as `product-service`: the REST
+//! routes and the gRPC paths (`/shopmesh.product.v1.ProductService/*`) share one router.
+
+mod cache;
+mod error;
+mod grpc;
+mod routes;
+mod store;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use contracts::product::product_service_server::ProductServiceServer;
+use kit::db::{self, PoolSettings};
+use kit::health::PostgresCheck;
+use kit::server::HttpServer;
+use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use middleware::auth::{JwtKeys, JwtSettings};
+use middleware::host::{Host, Hosted};
+
+pub use cache::ProductCache;
+pub use grpc::ProductGrpc;
+pub use routes::Catalogue;
+pub use store::{Product, Store};
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "product-service",
+    http_port: 8081,
+    database: Some("shop_products"),
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub jwt: JwtSettings,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `CACHE_TTL`: how long a cached product may be served.
+    pub cache_ttl: Duration,
+    /// `GRPC_ADDR`: the gRPC listener (HTTP/2).
+    pub grpc_addr: SocketAddr,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+            jwt: JwtSettings::from_env(env)?,
+            redis_url: env.string_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            cache_ttl: env.duration_or("CACHE_TTL", Duration::from_secs(60))?,
+            grpc_addr: env.parse_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50052)))?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    hosted: Hosted,
+    grpc_addr: SocketAddr,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database_url = config
+            .service
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
+        let pool =
+            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let keys = JwtKeys::new(&config.jwt)?;
+        let mut host = Host::connect(&config.service).await?;
+        host.readiness.add(PostgresCheck(pool.clone()));
+        let cache = ProductCache::connect(&config.redis_url, config.cache_ttl, &host.metrics)?;
+        let catalogue = Catalogue {
+            store: Store::new(pool),
+            cache: Arc::new(cache),
+        };
+
+        let grpc = grpc_router(ProductGrpc {
+            catalogue: catalogue.clone(),
+        })
+        .await?;
+        let grpc_server = HttpServer::bind(config.grpc_addr).await?;
+        let grpc_addr = grpc_server.local_addr();
+        let router = routes::router(catalogue, keys).merge(grpc.clone());
+        let hosted = host.serve(router, config.service.http_addr).await?;
+        let token = hosted.shutdown().token();
+        hosted.shutdown().spawn(async move {
+            if let Err(error) = grpc_server.serve(grpc, token).await {
+                tracing::error!(%error, "gRPC listener failed.");
+            }
+        });
+        Ok(Self { hosted, grpc_addr })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.hosted.port()
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_addr.port()
+    }
+
+    pub fn shutdown(&self) -> &kit::Shutdown {
+        self.hosted.shutdown()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.hosted.run_until_stopped().await
+    }
+}
+
+/// The product gRPC service with health and reflection, as an axum router.
+async fn grpc_router(service: ProductGrpc) -> anyhow::Result<axum::Router> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ProductServiceServer<ProductGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(
+        tonic::service::Routes::new(ProductServiceServer::new(service))
+            .add_service(health)
+            .add_service(reflection)
+            .into_axum_router(),
+    )
+}

@@ -1,0 +1,31 @@
+//! Where user-service's failures become HTTP answers.
+
+use kit::api::ApiError;
+use middleware::password::PasswordError;
+
+use crate::store::StoreError;
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::EmailTaken => {
+                ApiError::conflict("email_taken", "an account with this email already exists")
+            }
+            StoreError::Database(error) => database(error),
+        }
+    }
+}
+
+pub fn database(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "Database unavailable.");
+            ApiError::unavailable("the user database is unavailable")
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+pub fn password(error: PasswordError) -> ApiError {
+    ApiError::internal(error)
+}

@@ -1,0 +1,77 @@
+//! user-service: registration, login and profile (DESIGN.md, REST contract).
+//!
+//! Served on its own port (8080) and over the mesh as `user-service`.
+
+mod error;
+mod routes;
+mod store;
+mod validate;
+
+use kit::db::{self, PoolSettings};
+use kit::health::PostgresCheck;
+use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use middleware::auth::{JwtKeys, JwtSettings};
+use middleware::host::{Host, Hosted};
+
+pub use routes::router;
+pub use store::Store;
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "user-service",
+    http_port: 8080,
+    database: Some("shop_users"),
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub jwt: JwtSettings,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+            jwt: JwtSettings::from_env(env)?,
+        })
+    }
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct App {
+    hosted: Hosted,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database_url = config
+            .service
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
+        let pool =
+            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let keys = JwtKeys::new(&config.jwt)?;
+        let mut host = Host::connect(&config.service).await?;
+        host.readiness.add(PostgresCheck(pool.clone()));
+        let hosted = host
+            .serve(router(Store::new(pool), keys), config.service.http_addr)
+            .await?;
+        Ok(Self { hosted })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.hosted.port()
+    }
+
+    pub fn shutdown(&self) -> &kit::Shutdown {
+        self.hosted.shutdown()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.hosted.run_until_stopped().await
+    }
+}

@@ -1,0 +1,91 @@
+//! Input rules for users, kept apart from the handlers so they are tested on their own.
+
+/// Trimmed and lower-cased: `" Ann@Example.COM "` and `"ann@example.com"` are one account.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// A pragmatic check (one `@`, a dotted domain, no spaces, at most 254 characters); whether
+/// the address exists is for a confirmation mail to find out, not a regex.
+pub fn check_email(email: &str) -> Result<(), String> {
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err("email must contain @".into());
+    };
+    if email.len() > 254 {
+        return Err("email is longer than 254 characters".into());
+    }
+    if local.is_empty() || domain.contains('@') || email.chars().any(char::is_whitespace) {
+        return Err("email is not an address".into());
+    }
+    let labels: Vec<_> = domain.split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        return Err("email domain is not valid".into());
+    }
+    Ok(())
+}
+
+pub const MIN_PASSWORD: usize = 8;
+/// Hashing is deliberately slow; an unbounded password would make it a denial of service.
+pub const MAX_PASSWORD: usize = 1024;
+
+pub fn check_password(password: &str) -> Result<(), String> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD {
+        return Err(format!(
+            "password must be at least {MIN_PASSWORD} characters"
+        ));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(format!("password must be at most {MAX_PASSWORD} bytes"));
+    }
+    Ok(())
+}
+
+pub fn check_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    if name.chars().count() > 200 {
+        return Err("name is longer than 200 characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(normalise_email("  Ann@Example.COM "), "ann@example.com");
+        assert!(check_email("ann@example.com").is_ok());
+        assert!(check_email("a.b+tag@mail.example.co.uk").is_ok());
+        for bad in [
+            "",
+            "ann",
+            "@example.com",
+            "ann@",
+            "ann@example",
+            "ann@@example.com",
+            "a nn@example.com",
+            "ann@example..com",
+        ] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords() {
+        assert!(check_password("12345678").is_ok());
+        assert!(check_password("1234567").is_err());
+        assert!(check_password("héhéhéhé").is_ok(), "characters, not bytes");
+        assert!(check_password(&"x".repeat(MAX_PASSWORD + 1)).is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(check_name("  Ann  "), Ok("Ann".into()));
+        assert!(check_name("   ").is_err());
+    }
+}
