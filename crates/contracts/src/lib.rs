@@ -1,6 +1,7 @@
 //! Contracts shared across Shopmesh services: the gRPC APIs, the saga's topics and the mesh's
 //! subject names. Nothing here does I/O.
 
+pub mod events;
 pub mod topics;
 
 /// Every message and service of `proto/`, encoded, for gRPC reflection.

@@ -15,10 +15,12 @@ fn mesh_error<B>(response: &Response<B>) -> Option<&str> {
 /// The upstream (or the path to it) failed: any 5xx, the mesh's own 502/503/504 included. A
 /// 4xx is the caller's problem, and a breaker's own rejection is not an upstream outcome.
 pub fn is_upstream_failure<B>(response: &Response<B>) -> bool {
-    if mesh_error(response) == Some(CIRCUIT_OPEN) {
-        return false;
+    match mesh_error(response) {
+        Some(CIRCUIT_OPEN) => false,
+        // Mesh-made failures count even when they are gRPC statuses inside a 200.
+        Some(_) => true,
+        None => response.status().is_server_error(),
     }
-    response.status().is_server_error()
 }
 
 /// A failure that another attempt may not meet: the upstream was not reached, did not
@@ -86,5 +88,9 @@ mod tests {
         assert!(is_upstream_failure(&response(500, None)));
         assert!(!is_upstream_failure(&response(503, Some(CIRCUIT_OPEN))));
         assert!(!is_upstream_failure(&response(404, None)));
+        assert!(
+            is_upstream_failure(&response(200, Some("upstream_unavailable"))),
+            "gRPC-shaped"
+        );
     }
 }

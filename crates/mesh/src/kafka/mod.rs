@@ -4,6 +4,7 @@ mod admin;
 mod consumer;
 mod health;
 mod producer;
+mod worker;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ pub use admin::{TopicError, ensure_topics};
 pub use consumer::{ConsumeError, EventConsumer, Received};
 pub use health::KafkaCheck;
 pub use producer::{EventProducer, Position, ProduceError};
+pub use worker::{HandleError, run_worker};
 
 /// How to reach the Kafka API.
 #[derive(Debug, Clone)]
@@ -27,6 +29,42 @@ pub struct KafkaSettings {
     pub fetch_wait_max: Duration,
     /// How long the producer keeps trying to deliver a record before reporting failure.
     pub delivery_timeout: Duration,
+}
+
+/// What a saga service needs to reach Kafka: the broker and its topic names.
+#[derive(Debug, Clone)]
+pub struct SagaSettings {
+    pub kafka: KafkaSettings,
+    pub topics: contracts::topics::Topics,
+}
+
+impl SagaSettings {
+    /// `KAFKA_BROKERS`, `KAFKA_FETCH_WAIT_MAX` (default 5ms) and `TOPIC_PREFIX` (default none;
+    /// tests use it to get topics of their own).
+    pub fn from_env(env: &kit::Env, client_id: &str) -> Result<Self, kit::ConfigError> {
+        let mut kafka = KafkaSettings::new(
+            env.string_or("KAFKA_BROKERS", kit::config::DEFAULT_KAFKA_BROKERS),
+            client_id,
+        );
+        kafka.fetch_wait_max = env.duration_or(
+            "KAFKA_FETCH_WAIT_MAX",
+            KafkaSettings::DEFAULT_FETCH_WAIT_MAX,
+        )?;
+        Ok(Self {
+            kafka,
+            topics: contracts::topics::Topics::new(&env.string_or("TOPIC_PREFIX", "")),
+        })
+    }
+
+    /// Creates every saga topic that is missing.
+    pub async fn ensure_topics(&self) -> Result<(), TopicError> {
+        ensure_topics(
+            &self.kafka,
+            &self.topics.all(),
+            contracts::topics::PARTITIONS,
+        )
+        .await
+    }
 }
 
 impl KafkaSettings {

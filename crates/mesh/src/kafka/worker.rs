@@ -1,0 +1,88 @@
+//! The loop every saga consumer runs: receive, handle, commit; retry what failed.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{ConsumeError, EventConsumer, Received};
+
+/// How a handler's failure is treated.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth retrying (database or broker unavailable, an upstream timed out). The same
+    /// event is handled again after a backoff; its offset is not committed meanwhile, so a
+    /// crash in between means redelivery, which the handler's inbox absorbs.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never succeed (an event this service cannot understand). Logged, then skipped.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Consumes until `stop` is cancelled. An event in hand is finished before stopping.
+pub async fn run_worker<H, F>(
+    name: &str,
+    consumer: EventConsumer,
+    stop: CancellationToken,
+    handler: H,
+) where
+    H: Fn(Received) -> F,
+    F: Future<Output = Result<(), HandleError>>,
+{
+    tracing::info!(worker = %name, "Consumer started.");
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        let received = match next {
+            Ok(received) => received,
+            Err(ConsumeError::Malformed {
+                topic,
+                partition,
+                offset,
+                source,
+            }) => {
+                tracing::error!(worker = %name, %topic, partition, offset, %source, "Skipping a record that is not an event.");
+                commit_or_warn(
+                    name,
+                    consumer.commit_position(&topic, partition, offset).await,
+                );
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(worker = %name, %error, "Kafka error; retrying.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match handler(received.clone()).await {
+                Ok(()) => break,
+                Err(HandleError::Permanent(reason)) => {
+                    tracing::error!(worker = %name, event_id = %received.event.id, kind = %received.event.kind, %reason, "Event skipped.");
+                    break;
+                }
+                Err(HandleError::Transient(reason)) => {
+                    tracing::warn!(worker = %name, event_id = %received.event.id, %reason, ?backoff, "Event will be retried.");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        commit_or_warn(name, consumer.commit(&received).await);
+    }
+    tracing::info!(worker = %name, "Consumer stopped.");
+}
+
+fn commit_or_warn(name: &str, result: Result<(), rdkafka::error::KafkaError>) {
+    if let Err(error) = result {
+        // Not fatal: the next commit covers this offset, and a redelivery is absorbed.
+        tracing::warn!(worker = %name, %error, "Offset commit failed.");
+    }
+}

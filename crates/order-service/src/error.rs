@@ -1,0 +1,57 @@
+//! Where order-service's failures become HTTP answers and gRPC statuses.
+
+use axum::http::StatusCode;
+use kit::api::ApiError;
+
+use crate::orders::PlaceError;
+use crate::products::StockError;
+
+pub fn database(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "Database unavailable.");
+            ApiError::unavailable("the order database is unavailable")
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(error: PlaceError) -> Self {
+        match error {
+            PlaceError::Invalid(message) => ApiError::invalid(message),
+            PlaceError::Stock(StockError::Insufficient(message)) => {
+                ApiError::conflict("insufficient_stock", message)
+            }
+            PlaceError::Stock(StockError::UnknownProduct(message)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", message)
+            }
+            PlaceError::Stock(StockError::Invalid(message)) => ApiError::invalid(message),
+            PlaceError::Stock(error @ StockError::Timeout(_)) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                error.to_string(),
+            ),
+            PlaceError::Stock(error @ StockError::Unavailable(_)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                error.to_string(),
+            ),
+            PlaceError::Database(error) => database(error),
+        }
+    }
+}
+
+impl From<PlaceError> for tonic::Status {
+    fn from(error: PlaceError) -> Self {
+        let api = ApiError::from(error);
+        let message = api.message.clone();
+        match api.status {
+            StatusCode::CONFLICT => tonic::Status::failed_precondition(message),
+            StatusCode::UNPROCESSABLE_ENTITY => tonic::Status::invalid_argument(message),
+            StatusCode::GATEWAY_TIMEOUT => tonic::Status::deadline_exceeded(message),
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable(message),
+            _ => tonic::Status::internal(message),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! order-service: places orders against reserved stock (REST 8082, gRPC 50051, and the
+//! mesh as `order-service`) and drives the order side of the saga: payment results confirm
+//! or cancel-and-compensate, and orders left `PENDING` too long are cancelled the same way.
+
+mod error;
+mod grpc;
+mod orders;
+mod products;
+mod routes;
+mod saga;
+mod store;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use contracts::order::order_service_server::OrderServiceServer;
+use kit::db::{self, PoolSettings};
+use kit::health::PostgresCheck;
+use kit::server::HttpServer;
+use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, SagaSettings, run_worker};
+use mesh::outbox::OutboxRelay;
+use mesh::rpc::{Channel, Transport};
+use middleware::auth::{JwtKeys, JwtSettings};
+use middleware::host::{Host, Hosted};
+
+pub use orders::{Orders, PaymentOutcome};
+pub use products::Products;
+pub use store::{Order, Status, Store};
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "order-service",
+    http_port: 8082,
+    database: Some("shop_orders"),
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub jwt: JwtSettings,
+    pub saga: SagaSettings,
+    /// `GRPC_ADDR`.
+    pub grpc_addr: SocketAddr,
+    /// `MESH_TRANSPORT`: how product-service is reached.
+    pub transport: Transport,
+    /// `PRODUCT_SERVICE_NAME`: its mesh name.
+    pub product_service: String,
+    /// `PRODUCT_GRPC_URL`: its gRPC address for `MESH_TRANSPORT=http`.
+    pub product_grpc_url: http::Uri,
+    /// `ORDER_PAYMENT_TIMEOUT`: a `PENDING` order older than this is cancelled.
+    pub payment_timeout: Duration,
+    /// `ORDER_SWEEP_INTERVAL`: how often expired orders are looked for.
+    pub sweep_interval: Duration,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let invalid = |name: &str, value: &str, reason: String| ConfigError::Invalid {
+            name: name.into(),
+            value: value.into(),
+            reason,
+        };
+        let transport_raw = env.string_or("MESH_TRANSPORT", "nats");
+        let transport = transport_raw
+            .parse()
+            .map_err(|e: mesh::rpc::TransportParseError| {
+                invalid("MESH_TRANSPORT", &transport_raw, e.to_string())
+            })?;
+        let url_raw = env.string_or("PRODUCT_GRPC_URL", "http://127.0.0.1:50052");
+        let product_grpc_url = url_raw.parse().map_err(|e: http::uri::InvalidUri| {
+            invalid("PRODUCT_GRPC_URL", &url_raw, e.to_string())
+        })?;
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+            jwt: JwtSettings::from_env(env)?,
+            saga: SagaSettings::from_env(env, "order-service")?,
+            grpc_addr: env.parse_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50051)))?,
+            transport,
+            product_service: env.string_or("PRODUCT_SERVICE_NAME", "product-service"),
+            product_grpc_url,
+            payment_timeout: env.duration_or("ORDER_PAYMENT_TIMEOUT", Duration::from_secs(30))?,
+            sweep_interval: env.duration_or("ORDER_SWEEP_INTERVAL", Duration::from_secs(1))?,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct App {
+    hosted: Hosted,
+    grpc_addr: SocketAddr,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let database_url = config
+            .service
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
+        let pool =
+            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        mesh::store::install_schema(&pool).await?;
+        config.saga.ensure_topics().await?;
+        let keys = JwtKeys::new(&config.jwt)?;
+        let kafka = &config.saga.kafka;
+        let producer = EventProducer::new(kafka)?;
+        let consumer = EventConsumer::new(
+            kafka,
+            &config.saga.topics.group("order-service"),
+            &[
+                &config.saga.topics.payment_success,
+                &config.saga.topics.payment_failed,
+            ],
+        )?;
+
+        let mut host = Host::connect(&config.service).await?;
+        host.readiness.add(PostgresCheck(pool.clone()));
+        host.readiness
+            .add(KafkaCheck::new(kafka, Duration::from_secs(2))?);
+        let channel = Channel::for_transport(
+            config.transport,
+            &config.product_service,
+            &host.nats,
+            config.product_grpc_url.clone(),
+        );
+        let orders = Orders {
+            store: Store::new(pool.clone(), config.saga.topics.clone()),
+            products: Products::new(channel, &host.metrics),
+        };
+
+        let grpc = grpc_router(grpc::OrderGrpc {
+            orders: orders.clone(),
+        })
+        .await?;
+        let grpc_server = HttpServer::bind(config.grpc_addr).await?;
+        let grpc_addr = grpc_server.local_addr();
+        let router = routes::router(orders.clone(), keys).merge(grpc.clone());
+        let hosted = host.serve(router, config.service.http_addr).await?;
+
+        let shutdown = hosted.shutdown();
+        let token = shutdown.token();
+        shutdown.spawn({
+            let token = token.clone();
+            async move {
+                if let Err(error) = grpc_server.serve(grpc, token).await {
+                    tracing::error!(%error, "gRPC listener failed.");
+                }
+            }
+        });
+        shutdown.spawn(OutboxRelay::new(pool, producer).run(token.clone()));
+        shutdown.spawn({
+            let orders = orders.clone();
+            let token = token.clone();
+            async move {
+                run_worker("order-service", consumer, token, |received| {
+                    let orders = orders.clone();
+                    async move { saga::handle_payment(&orders, received).await }
+                })
+                .await;
+            }
+        });
+        shutdown.spawn(saga::sweep_expired(
+            orders,
+            config.payment_timeout,
+            config.sweep_interval,
+            token,
+        ));
+        Ok(Self { hosted, grpc_addr })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.hosted.port()
+    }
+
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_addr.port()
+    }
+
+    pub fn shutdown(&self) -> &kit::Shutdown {
+        self.hosted.shutdown()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.hosted.run_until_stopped().await
+    }
+}
+
+async fn grpc_router(service: grpc::OrderGrpc) -> anyhow::Result<axum::Router> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<OrderServiceServer<grpc::OrderGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(
+        tonic::service::Routes::new(OrderServiceServer::new(service))
+            .add_service(health)
+            .add_service(reflection)
+            .into_axum_router(),
+    )
+}

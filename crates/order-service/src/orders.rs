@@ -1,0 +1,243 @@
+//! Placing orders and moving them through the saga: the logic REST, gRPC and the
+//! consumers share.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mesh::inbox;
+use mesh::kafka::HandleError;
+use uuid::Uuid;
+
+use crate::products::{Products, StockError};
+use crate::store::{Order, Status, Store};
+
+/// Namespace of order ids derived from an `Idempotency-Key` (UUID v5).
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8f1c_6c2e_6a4b_4f0e_9b1d_5a3e_2c7d_1e90);
+pub const DEFAULT_CARD_TOKEN: &str = "tok_visa";
+pub const MAX_LINES: usize = 50;
+pub const MAX_QUANTITY: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Stock(#[from] StockError),
+    #[error("order database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// What the payment decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Paid,
+    Declined(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Orders {
+    pub store: Store,
+    pub products: Products,
+}
+
+/// Merges repeated products and checks quantities.
+pub fn normalise_lines(lines: &[(Uuid, i64)]) -> Result<Vec<(Uuid, i64)>, String> {
+    if lines.is_empty() {
+        return Err("items must not be empty".into());
+    }
+    let mut merged = BTreeMap::<Uuid, i64>::new();
+    for (product_id, quantity) in lines {
+        if !(1..=MAX_QUANTITY).contains(quantity) {
+            return Err(format!(
+                "quantity of {product_id} must be between 1 and {MAX_QUANTITY}"
+            ));
+        }
+        *merged.entry(*product_id).or_default() += quantity;
+    }
+    if merged.len() > MAX_LINES {
+        return Err(format!("at most {MAX_LINES} different products per order"));
+    }
+    Ok(merged.into_iter().collect())
+}
+
+impl Orders {
+    /// Reserves the stock, then writes the `PENDING` order and its `order_created` event.
+    ///
+    /// The reservation id is the order id, and with an idempotency key the order id is
+    /// derived from it, so a retried request reserves once and returns the same order.
+    pub async fn place(
+        &self,
+        user_id: Uuid,
+        lines: &[(Uuid, i64)],
+        card_token: Option<String>,
+        idempotency_key: Option<&str>,
+        traceparent: Option<String>,
+    ) -> Result<Order, PlaceError> {
+        let lines = normalise_lines(lines).map_err(PlaceError::Invalid)?;
+        let card_token = card_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| DEFAULT_CARD_TOKEN.to_owned());
+        if card_token.len() > 100 {
+            return Err(PlaceError::Invalid(
+                "card_token is longer than 100 characters".into(),
+            ));
+        }
+        let order_id = match idempotency_key {
+            Some(key) => Uuid::new_v5(
+                &IDEMPOTENCY_NAMESPACE,
+                format!("{user_id}:{key}").as_bytes(),
+            ),
+            None => Uuid::now_v7(),
+        };
+        if let Some(existing) = self.store.get(order_id).await? {
+            return Ok(existing);
+        }
+        let reservation = order_id.to_string();
+        let reserved = self.products.reserve(&reservation, &lines).await?;
+        match self
+            .store
+            .insert_pending(order_id, user_id, &reserved, &card_token, traceparent)
+            .await
+        {
+            Ok(order) => {
+                tracing::info!(order_id = %order.id, total_cents = order.total_cents, "Order placed.");
+                Ok(order)
+            }
+            Err(error) => {
+                // Compensate: nothing refers to the reservation if the order was not written.
+                if let Err(release) = self.products.release(&reservation).await {
+                    tracing::error!(%reservation, %release, "Stock held by an order that was not written; release it by hand.");
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// The order if `user_id` owns it: another user's order does not exist for them.
+    pub async fn get_for(
+        &self,
+        order_id: Uuid,
+        user_id: Uuid,
+    ) -> Result<Option<Order>, sqlx::Error> {
+        Ok(self
+            .store
+            .get(order_id)
+            .await?
+            .filter(|order| order.user_id == user_id))
+    }
+
+    /// Applies a payment result once: confirm, or release the stock and cancel.
+    pub async fn settle(
+        &self,
+        event_id: Uuid,
+        order_id: Uuid,
+        outcome: PaymentOutcome,
+        traceparent: Option<String>,
+    ) -> Result<(), HandleError> {
+        let transient = |e: sqlx::Error| HandleError::Transient(e.to_string());
+        let mut tx = self.store.pool().begin().await.map_err(transient)?;
+        if !inbox::record_once(&mut tx, "order-service", event_id)
+            .await
+            .map_err(transient)?
+        {
+            return Ok(());
+        }
+        match self
+            .store
+            .lock_pending(&mut tx, order_id)
+            .await
+            .map_err(transient)?
+        {
+            Err(None) => tracing::warn!(%order_id, "Payment result for an unknown order."),
+            Err(Some(status)) => {
+                if outcome == PaymentOutcome::Paid && status == Status::Cancelled {
+                    tracing::warn!(%order_id, "Payment succeeded after the order was cancelled; it needs a refund.");
+                } else {
+                    tracing::info!(%order_id, status = status.as_str(), "Payment result for a finished order ignored.");
+                }
+            }
+            Ok((user_id, total_cents)) => match outcome {
+                PaymentOutcome::Paid => {
+                    self.store
+                        .confirm(&mut tx, order_id, user_id, total_cents, traceparent)
+                        .await
+                        .map_err(transient)?;
+                    tracing::info!(%order_id, "Order confirmed.");
+                }
+                PaymentOutcome::Declined(reason) => {
+                    self.release(order_id).await?;
+                    let reason = format!("payment failed: {reason}");
+                    self.store
+                        .cancel(&mut tx, order_id, user_id, &reason, traceparent)
+                        .await
+                        .map_err(transient)?;
+                    tracing::info!(%order_id, %reason, "Order cancelled.");
+                }
+            },
+        }
+        tx.commit().await.map_err(transient)
+    }
+
+    async fn release(&self, order_id: Uuid) -> Result<(), HandleError> {
+        self.products
+            .release(&order_id.to_string())
+            .await
+            .map(drop)
+            .map_err(|e| HandleError::Transient(format!("releasing stock: {e}")))
+    }
+
+    /// Cancels and compensates `PENDING` orders older than `timeout`; returns how many.
+    pub async fn cancel_expired(&self, timeout: Duration) -> Result<usize, sqlx::Error> {
+        let mut tx = self.store.pool().begin().await?;
+        let expired = self.store.lock_expired(&mut tx, timeout, 20).await?;
+        let mut cancelled = 0;
+        for (order_id, user_id) in expired {
+            if let Err(error) = self.release(order_id).await {
+                tracing::warn!(%order_id, %error, "Expired order kept PENDING until its stock can be released.");
+                continue;
+            }
+            let reason = format!("payment not received within {timeout:?}");
+            self.store
+                .cancel(&mut tx, order_id, user_id, &reason, None)
+                .await?;
+            tracing::info!(%order_id, "Order timed out and was cancelled.");
+            cancelled += 1;
+        }
+        tx.commit().await?;
+        Ok(cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_merged_and_checked() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        assert_eq!(
+            normalise_lines(&[(b, 1), (a, 2), (b, 3)]),
+            Ok(vec![(a, 2), (b, 4)])
+        );
+        assert!(normalise_lines(&[]).is_err());
+        assert!(normalise_lines(&[(a, 0)]).is_err());
+        assert!(normalise_lines(&[(a, MAX_QUANTITY + 1)]).is_err());
+        let many: Vec<_> = (0..=MAX_LINES as u128)
+            .map(|n| (Uuid::from_u128(n), 1))
+            .collect();
+        assert!(normalise_lines(&many).is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_give_stable_order_ids_per_user() {
+        let user = Uuid::from_u128(7);
+        let id = |user: Uuid, key: &str| {
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{user}:{key}").as_bytes())
+        };
+        assert_eq!(id(user, "k1"), id(user, "k1"));
+        assert_ne!(id(user, "k1"), id(user, "k2"));
+        assert_ne!(id(user, "k1"), id(Uuid::from_u128(8), "k1"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Stock, through product-service's gRPC API over the mesh (or HTTP/2, `MESH_TRANSPORT`).
+
+use std::time::Duration;
+
+use contracts::product::product_service_client::ProductServiceClient;
+use contracts::product::{Item as ItemMessage, ReleaseStockRequest, ReserveStockRequest};
+use mesh::rpc::Channel;
+use middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use tonic::Code;
+use tower::Layer;
+use uuid::Uuid;
+
+use crate::store::Item;
+
+/// Why stock could not be reserved.
+#[derive(Debug, thiserror::Error)]
+pub enum StockError {
+    #[error("{0}")]
+    Insufficient(String),
+    #[error("{0}")]
+    UnknownProduct(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("product-service did not answer in time: {0}")]
+    Timeout(String),
+    #[error("product-service is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<tonic::Status> for StockError {
+    fn from(status: tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::FailedPrecondition => Self::Insufficient(message),
+            Code::NotFound => Self::UnknownProduct(message),
+            Code::InvalidArgument | Code::Aborted => Self::Invalid(message),
+            Code::DeadlineExceeded => Self::Timeout(message),
+            _ => Self::Unavailable(message),
+        }
+    }
+}
+
+impl StockError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+    }
+}
+
+/// Reserve and release are idempotent by reservation id, so they are safe to retry (the
+/// generic retry layer only retries idempotent HTTP methods, and gRPC is always POST).
+#[derive(Debug, Clone)]
+pub struct Products {
+    client: ProductServiceClient<CircuitBreaker<Channel>>,
+}
+
+const ATTEMPTS: u32 = 3;
+
+impl Products {
+    pub fn new(channel: Channel, metrics: &kit::Metrics) -> Self {
+        let breaker =
+            CircuitBreakerLayer::new("product-service", BreakerConfig::default(), Some(metrics));
+        Self {
+            client: ProductServiceClient::new(breaker.layer(channel)),
+        }
+    }
+
+    /// Reserves every item under `reservation_id`; returns the items with their prices.
+    pub async fn reserve(
+        &self,
+        reservation_id: &str,
+        items: &[(Uuid, i64)],
+    ) -> Result<Vec<Item>, StockError> {
+        let request = ReserveStockRequest {
+            reservation_id: reservation_id.to_owned(),
+            items: items
+                .iter()
+                .map(|(product_id, quantity)| ItemMessage {
+                    product_id: product_id.to_string(),
+                    quantity: *quantity,
+                })
+                .collect(),
+        };
+        let reserved = self
+            .with_retries(|mut client| {
+                let request = request.clone();
+                async move { client.reserve_stock(request).await }
+            })
+            .await?;
+        reserved
+            .items
+            .into_iter()
+            .map(|item| {
+                let product_id = Uuid::parse_str(&item.product_id).map_err(|_| {
+                    StockError::Unavailable("product-service sent a bad product id".into())
+                })?;
+                Ok(Item {
+                    product_id,
+                    quantity: item.quantity,
+                    unit_price_cents: item.unit_price_cents,
+                })
+            })
+            .collect()
+    }
+
+    /// Gives the stock of `reservation_id` back (a no-op when nothing is held).
+    pub async fn release(&self, reservation_id: &str) -> Result<bool, StockError> {
+        let request = ReleaseStockRequest {
+            reservation_id: reservation_id.to_owned(),
+        };
+        let answer = self
+            .with_retries(|mut client| {
+                let request = request.clone();
+                async move { client.release_stock(request).await }
+            })
+            .await?;
+        Ok(answer.released)
+    }
+
+    async fn with_retries<T, F, Fut>(&self, call: F) -> Result<T, StockError>
+    where
+        F: Fn(ProductServiceClient<CircuitBreaker<Channel>>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match call(self.client.clone()).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) => {
+                    let error = StockError::from(status);
+                    if !error.is_transient() || attempt >= ATTEMPTS {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, attempt, "Retrying product-service.");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `POST /orders` and `GET /orders/{id}`, for the authenticated user only.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kit::api::{ApiError, ApiJson};
+use middleware::auth::{Claims, JwtKeys, RequireAuthLayer};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::error;
+use crate::orders::Orders;
+use crate::store::Order;
+
+pub fn router(orders: Orders, keys: JwtKeys) -> Router {
+    Router::new()
+        .route("/orders", post(create))
+        .route("/orders/{id}", get(show))
+        .route_layer(RequireAuthLayer::new(keys))
+        .with_state(orders)
+}
+
+#[derive(Debug, Deserialize)]
+struct LineInput {
+    product_id: String,
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct OrderInput {
+    items: Vec<LineInput>,
+    card_token: Option<String>,
+}
+
+fn user_of(claims: &Claims) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(&claims.sub)
+        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+async fn create(
+    State(orders): State<Orders>,
+    claims: Claims,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<OrderInput>,
+) -> Result<(StatusCode, Json<Order>), ApiError> {
+    let user_id = user_of(&claims)?;
+    let lines = input
+        .items
+        .iter()
+        .map(|line| {
+            let product_id = Uuid::parse_str(&line.product_id).map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_product",
+                    format!("no product {}", line.product_id),
+                )
+            })?;
+            Ok((product_id, line.quantity))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let key = header(&headers, "idempotency-key");
+    if key.is_some_and(|k| k.len() > 200) {
+        return Err(ApiError::invalid(
+            "Idempotency-Key is longer than 200 characters",
+        ));
+    }
+    let order = orders
+        .place(
+            user_id,
+            &lines,
+            input.card_token,
+            key,
+            header(&headers, "traceparent").map(str::to_owned),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(order)))
+}
+
+async fn show(
+    State(orders): State<Orders>,
+    claims: Claims,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let user_id = user_of(&claims)?;
+    let not_found = || ApiError::not_found(format!("no order {id}"));
+    let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    orders
+        .get_for(order_id, user_id)
+        .await
+        .map_err(error::database)?
+        .map(Json)
+        .ok_or_else(not_found)
+}

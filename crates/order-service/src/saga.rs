@@ -1,0 +1,51 @@
+//! The order side of the saga: payment results in, timeouts swept.
+
+use std::time::Duration;
+
+use contracts::events::{PaymentFailed, PaymentSucceeded, kinds};
+use mesh::kafka::{HandleError, Received};
+use tokio_util::sync::CancellationToken;
+
+use crate::orders::{Orders, PaymentOutcome};
+
+/// Handles one `payment_success` or `payment_failed` event.
+pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), HandleError> {
+    let event = received.event;
+    let permanent = |e: mesh::event::EventError| HandleError::Permanent(e.to_string());
+    let (order_id, outcome) = match event.kind.as_str() {
+        kinds::PAYMENT_SUCCEEDED => {
+            let paid: PaymentSucceeded = event.data_as().map_err(permanent)?;
+            (paid.order_id, PaymentOutcome::Paid)
+        }
+        kinds::PAYMENT_FAILED => {
+            let failed: PaymentFailed = event.data_as().map_err(permanent)?;
+            (failed.order_id, PaymentOutcome::Declined(failed.reason))
+        }
+        other => {
+            return Err(HandleError::Permanent(format!(
+                "unexpected event type {other}"
+            )));
+        }
+    };
+    orders
+        .settle(event.id, order_id, outcome, event.traceparent.clone())
+        .await
+}
+
+/// Cancels orders whose payment did not come in time, every `interval`.
+pub async fn sweep_expired(
+    orders: Orders,
+    timeout: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(error) = orders.cancel_expired(timeout).await {
+            tracing::warn!(%error, "Timeout sweep failed; retrying next round.");
+        }
+    }
+}
