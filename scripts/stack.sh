@@ -11,7 +11,12 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Wherever cargo puts binaries (CARGO_TARGET_DIR, a config's target-dir, or ./target).
+target_dir() {
+  cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+TARGET_DIR="${CARGO_TARGET_DIR:-$(target_dir)}"
 PROFILE="${PROFILE:-debug}"
 
 compose() { docker compose -f "$ROOT/infra/compose.yaml" "$@"; }
