@@ -2,15 +2,28 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use prometheus::{Encoder, Registry, TextEncoder};
 
 /// A cheaply cloneable handle on the process's registry.
 ///
 /// Crates register their collectors here (the middleware's request metrics, the bridge's lag,
 /// the cache's hit ratio) so that one scrape shows everything the process knows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// Every collector registered through [`Metrics::register`], by metric name, so that a
+    /// second registration of the same metric gets the live collector back.
+    collectors: Arc<Mutex<HashMap<String, Box<dyn Any + Send>>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -18,26 +31,39 @@ impl Metrics {
     pub fn new(service: &str) -> Self {
         let labels = std::iter::once(("service".to_owned(), service.to_owned())).collect();
         let registry = Registry::new_custom(None, Some(labels)).unwrap_or_else(|_| Registry::new());
-        Self { registry }
+        Self {
+            registry,
+            collectors: Arc::default(),
+        }
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// Registers a collector; registering the same metric twice is not an error, so
-    /// layers built more than once in a process (tests do that) share the first one.
+    /// Registers a collector. Registering the same metric again (several breakers, a layer
+    /// built twice) returns the collector registered first, so every user updates the one
+    /// series that is exported.
     pub fn register<C>(&self, collector: C) -> C
     where
-        C: prometheus::core::Collector + Clone + 'static,
+        C: prometheus::core::Collector + Clone + Send + 'static,
     {
-        match self.registry.register(Box::new(collector.clone())) {
-            Ok(()) | Err(prometheus::Error::AlreadyReg) => collector,
-            Err(error) => {
-                tracing::warn!(%error, "Metric not registered.");
-                collector
-            }
+        let Some(name) = collector.desc().first().map(|d| d.fq_name.clone()) else {
+            return collector;
+        };
+        let mut collectors = self
+            .collectors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = collectors.get(&name).and_then(|c| c.downcast_ref::<C>()) {
+            return existing.clone();
         }
+        if let Err(error) = self.registry.register(Box::new(collector.clone())) {
+            tracing::warn!(%error, metric = %name, "Metric not registered.");
+            return collector;
+        }
+        collectors.insert(name, Box::new(collector.clone()));
+        collector
     }
 
     /// The text exposition format.
@@ -79,11 +105,16 @@ mod tests {
     }
 
     #[test]
-    fn registering_twice_keeps_one_series() {
+    fn registering_twice_shares_the_live_collector() {
         let metrics = Metrics::new("demo");
-        let first = IntCounter::new("twice_total", "Twice.").expect("valid metric");
-        metrics.register(first.clone()).inc();
-        metrics.register(IntCounter::new("twice_total", "Twice.").expect("valid metric"));
-        assert_eq!(metrics.render().matches("twice_total{").count(), 1);
+        metrics
+            .register(IntCounter::new("twice_total", "Twice.").expect("valid metric"))
+            .inc();
+        let second =
+            metrics.register(IntCounter::new("twice_total", "Twice.").expect("valid metric"));
+        second.inc();
+        let text = metrics.render();
+        assert_eq!(text.matches("twice_total{").count(), 1);
+        assert!(text.contains("twice_total{service=\"demo\"} 2"), "{text}");
     }
 }

@@ -24,7 +24,8 @@
 //! 20000) override the counts.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use testkit::bench::{concurrent, count_from_env, join, micros, percentile, sequential, verdict};
 
 use axum::Router;
 use axum::routing::post;
@@ -140,16 +141,6 @@ async fn connect(url: &str) -> async_nats::Client {
         .unwrap_or_else(|error| panic!("cannot reach NATS at {url} (try `just infra`): {error}"))
 }
 
-fn count_from_env(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(raw) => match raw.trim().parse::<usize>() {
-            Ok(count) if count > 0 => count,
-            _ => panic!("{name} must be a positive integer, not {raw:?}"),
-        },
-        Err(_) => default,
-    }
-}
-
 /// `POST /echo` answers with the request body.
 fn echo_router() -> Router {
     Router::new().route("/echo", post(|body: Bytes| async move { body }))
@@ -207,9 +198,9 @@ where
     );
     let task = tokio::spawn(async move {
         sequential(call.clone(), WARMUP).await;
-        concurrent(call.clone(), WARMUP).await;
+        concurrent(call.clone(), WARMUP, IN_FLIGHT).await;
         let mut samples = sequential(call.clone(), sequential_count).await;
-        let elapsed = concurrent(call, requests).await;
+        let elapsed = concurrent(call, requests, IN_FLIGHT).await;
         samples.sort_unstable();
         Stats {
             p50: percentile(&samples, 0.50),
@@ -218,71 +209,6 @@ where
         }
     });
     join(task.await)
-}
-
-/// One request at a time; the latency of each.
-async fn sequential<F, Fut>(call: F, count: usize) -> Vec<Duration>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        let started = Instant::now();
-        let pending = call();
-        pending.await;
-        samples.push(started.elapsed());
-    }
-    samples
-}
-
-/// `requests` requests shared by [`IN_FLIGHT`] tasks; the time until the last one answered.
-async fn concurrent<F, Fut>(call: F, requests: usize) -> Duration
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|i| {
-            let share = requests / IN_FLIGHT + usize::from(i < requests % IN_FLIGHT);
-            let call = call.clone();
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    let pending = call();
-                    pending.await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        join(task.await);
-    }
-    started.elapsed()
-}
-
-/// A task's result, its panic carried on to the caller.
-fn join<T>(outcome: Result<T, tokio::task::JoinError>) -> T {
-    match outcome {
-        Ok(value) => value,
-        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => panic!("benchmark task failed: {error}"),
-    }
-}
-
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
-    assert!(!sorted.is_empty(), "no samples");
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "PASS" } else { "MISS" }
 }
 
 /// The table; ratios are relative to the first row (raw async-nats).

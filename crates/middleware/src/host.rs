@@ -2,6 +2,7 @@
 //! wrapped in the standard server layers, served on the service's own port *and* over the
 //! mesh (`mesh.<name>.http`), next to `/health`, `/ready` and `/metrics`, until SIGTERM.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use axum::Router;
 use kit::health::NatsCheck;
 use kit::{Metrics, Readiness, ServiceConfig, Shutdown};
 use mesh::rpc::{ServeError, ServeOptions};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tonic::server::NamedService;
 use tower::ServiceBuilder;
 
 use crate::deadline::DeadlineLayer;
@@ -32,6 +36,60 @@ pub enum HostError {
     },
     #[error(transparent)]
     Mesh(#[from] ServeError),
+    #[error("DATABASE_URL is required")]
+    NoDatabase,
+    #[error(transparent)]
+    Database(#[from] kit::db::DbError),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// Gives a reachable NATS a moment to accept the connection, so a service that starts next
+/// to a running NATS is ready at once; an unreachable one does not hold startup up.
+async fn wait_until_connected(nats: &async_nats::Client, patience: Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while nats.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("NATS is not reachable yet; starting unready and retrying.");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The service's own database: created if missing, migrated (DESIGN.md, "Data").
+pub async fn database(config: &ServiceConfig, migrator: &Migrator) -> Result<PgPool, HostError> {
+    let url = config
+        .database_url
+        .as_deref()
+        .ok_or(HostError::NoDatabase)?;
+    Ok(kit::db::connect_and_migrate(url, migrator, &kit::db::PoolSettings::default()).await?)
+}
+
+/// A tonic service with gRPC health (reported serving) and reflection, as one axum router
+/// to serve on the gRPC port and merge into the mesh router. `descriptors` is the encoded
+/// file descriptor set of the protos (`contracts::FILE_DESCRIPTOR_SET`).
+pub async fn grpc_routes<S>(service: S, descriptors: &[u8]) -> Result<Router, HostError>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Error = Infallible>
+        + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<S>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptors)
+        .build_v1()
+        .map_err(|e| HostError::Reflection(e.to_string()))?;
+    Ok(tonic::service::Routes::new(service)
+        .add_service(health)
+        .add_service(reflection)
+        .into_axum_router())
 }
 
 /// The process-wide parts a service builds its state from.
@@ -58,6 +116,7 @@ impl Host {
                 url: config.nats_url.clone(),
                 source,
             })?;
+        wait_until_connected(&nats, Duration::from_secs(2)).await;
         Ok(Self {
             name: config.name.clone(),
             metrics: Metrics::new(&config.name),

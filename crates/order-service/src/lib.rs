@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use contracts::order::order_service_server::OrderServiceServer;
-use kit::db::{self, PoolSettings};
 use kit::health::PostgresCheck;
 use kit::server::HttpServer;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
@@ -22,7 +21,7 @@ use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, SagaSettings, run_wo
 use mesh::outbox::OutboxRelay;
 use mesh::rpc::{Channel, Transport};
 use middleware::auth::{JwtKeys, JwtSettings};
-use middleware::host::{Host, Hosted};
+use middleware::host::{self, Host, Hosted};
 
 pub use orders::{Orders, PaymentOutcome};
 pub use products::Products;
@@ -94,13 +93,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let database_url = config
-            .service
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
-        let pool =
-            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let pool = host::database(&config.service, &MIGRATOR).await?;
         mesh::store::install_schema(&pool).await?;
         config.saga.ensure_topics().await?;
         let keys = JwtKeys::new(&config.jwt)?;
@@ -130,9 +123,12 @@ impl App {
             products: Products::new(channel, &host.metrics),
         };
 
-        let grpc = grpc_router(grpc::OrderGrpc {
-            orders: orders.clone(),
-        })
+        let grpc = host::grpc_routes(
+            OrderServiceServer::new(grpc::OrderGrpc {
+                orders: orders.clone(),
+            }),
+            contracts::FILE_DESCRIPTOR_SET,
+        )
         .await?;
         let grpc_server = HttpServer::bind(config.grpc_addr).await?;
         let grpc_addr = grpc_server.local_addr();
@@ -185,20 +181,4 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.hosted.run_until_stopped().await
     }
-}
-
-async fn grpc_router(service: grpc::OrderGrpc) -> anyhow::Result<axum::Router> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<OrderServiceServer<grpc::OrderGrpc>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok(
-        tonic::service::Routes::new(OrderServiceServer::new(service))
-            .add_service(health)
-            .add_service(reflection)
-            .into_axum_router(),
-    )
 }

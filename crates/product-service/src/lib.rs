@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::product::product_service_server::ProductServiceServer;
-use kit::db::{self, PoolSettings};
 use kit::health::PostgresCheck;
 use kit::server::HttpServer;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use middleware::auth::{JwtKeys, JwtSettings};
-use middleware::host::{Host, Hosted};
+use middleware::host::{self, Host, Hosted};
 
 pub use cache::ProductCache;
 pub use grpc::ProductGrpc;
@@ -66,13 +65,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let database_url = config
-            .service
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
-        let pool =
-            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let pool = host::database(&config.service, &MIGRATOR).await?;
         let keys = JwtKeys::new(&config.jwt)?;
         let mut host = Host::connect(&config.service).await?;
         host.readiness.add(PostgresCheck(pool.clone()));
@@ -82,9 +75,12 @@ impl App {
             cache: Arc::new(cache),
         };
 
-        let grpc = grpc_router(ProductGrpc {
-            catalogue: catalogue.clone(),
-        })
+        let grpc = host::grpc_routes(
+            ProductServiceServer::new(ProductGrpc {
+                catalogue: catalogue.clone(),
+            }),
+            contracts::FILE_DESCRIPTOR_SET,
+        )
         .await?;
         let grpc_server = HttpServer::bind(config.grpc_addr).await?;
         let grpc_addr = grpc_server.local_addr();
@@ -114,21 +110,4 @@ impl App {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.hosted.run_until_stopped().await
     }
-}
-
-/// The product gRPC service with health and reflection, as an axum router.
-async fn grpc_router(service: ProductGrpc) -> anyhow::Result<axum::Router> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<ProductServiceServer<ProductGrpc>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(contracts::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    Ok(
-        tonic::service::Routes::new(ProductServiceServer::new(service))
-            .add_service(health)
-            .add_service(reflection)
-            .into_axum_router(),
-    )
 }

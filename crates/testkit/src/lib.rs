@@ -1,6 +1,7 @@
 //! Support for integration tests that run against the real Postgres, NATS, Redis and Kafka API
 //! broker on this machine. Every test gets its own names so tests run in parallel.
 
+pub mod bench;
 mod proxy;
 
 pub use proxy::TcpProxy;

@@ -7,11 +7,10 @@ mod routes;
 mod store;
 mod validate;
 
-use kit::db::{self, PoolSettings};
 use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use middleware::auth::{JwtKeys, JwtSettings};
-use middleware::host::{Host, Hosted};
+use middleware::host::{self, Host, Hosted};
 
 pub use routes::router;
 pub use store::Store;
@@ -47,13 +46,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let database_url = config
-            .service
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
-        let pool =
-            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let pool = host::database(&config.service, &MIGRATOR).await?;
         let keys = JwtKeys::new(&config.jwt)?;
         let mut host = Host::connect(&config.service).await?;
         host.readiness.add(PostgresCheck(pool.clone()));

@@ -1,0 +1,283 @@
+//! Delivery: one notification per event, sent with retries and exponential backoff, parked
+//! as a dead letter (`notification_failed`) when every attempt failed.
+//!
+//! Independent of where events come from: [`Notifier::handle`] takes a [`mesh::Event`], so
+//! the Kafka worker today and a JetStream consumer tomorrow call the same code.
+
+use std::sync::Arc;
+
+use contracts::events::{NotificationFailed, kinds, sources};
+use contracts::topics::Topics;
+use mesh::event::EventError;
+use mesh::kafka::HandleError;
+use mesh::{Event, outbox};
+use prometheus::{IntCounterVec, Opts};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::DeliverySettings;
+use crate::render::render;
+use crate::sender::Sender;
+use crate::store::{self, Notification, PENDING, Store};
+
+/// How many PENDING rows a start resumes at most (the rest wait for the next start or
+/// their event's redelivery).
+const SWEEP_LIMIT: i64 = 1_000;
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Sent,
+    Dead,
+    /// SENT or DEAD already: a redelivery changes nothing.
+    AlreadyDone,
+    /// Another delivery of the same notification is under way.
+    Busy,
+    /// No such notification.
+    Missing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliverError {
+    #[error("notification database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot build the dead letter: {0}")]
+    Event(#[from] EventError),
+    #[error("shutting down mid-delivery; the notification stays pending")]
+    Interrupted,
+}
+
+/// Renders, records and delivers notifications.
+pub(crate) struct Notifier {
+    store: Store,
+    sender: Arc<dyn Sender>,
+    settings: DeliverySettings,
+    topics: Topics,
+    outcomes: IntCounterVec,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("settings", &self.settings)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notifier {
+    pub(crate) fn new(
+        store: Store,
+        sender: Arc<dyn Sender>,
+        settings: DeliverySettings,
+        topics: Topics,
+        metrics: &kit::Metrics,
+    ) -> Result<Self, prometheus::Error> {
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "notifications_total",
+                "Notifications finished, by status: sent, dead.",
+            ),
+            &["status"],
+        )?;
+        Ok(Self {
+            store,
+            sender,
+            settings,
+            topics,
+            outcomes: metrics.register(outcomes),
+        })
+    }
+
+    /// Handles one event from any source: at most one notification per event id.
+    pub(crate) async fn handle(
+        &self,
+        event: &Event,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, HandleError> {
+        let Some(rendered) = render(event) else {
+            return Err(HandleError::Permanent(format!(
+                "no notification for event type {:?}",
+                event.kind
+            )));
+        };
+        let created = self
+            .store
+            .insert_pending(event, &rendered)
+            .await
+            .map_err(|error| HandleError::Transient(error.to_string()))?;
+        if !created {
+            // SENT or DEAD: nothing to do. PENDING: a delivery was interrupted; resume it.
+            tracing::debug!(event_id = %event.id, "Notification exists; checking its status.");
+        }
+        self.deliver(event.id, stop)
+            .await
+            .map_err(|error| match error {
+                DeliverError::Event(error) => HandleError::Permanent(error.to_string()),
+                other => HandleError::Transient(other.to_string()),
+            })
+    }
+
+    /// Delivers a PENDING notification, continuing from the attempts it already had.
+    pub(crate) async fn deliver(
+        &self,
+        event_id: Uuid,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, DeliverError> {
+        // One delivery at a time per notification, across tasks and instances: a replay
+        // racing a redelivery must not send twice.
+        let mut lock = self.store.pool().begin().await?;
+        if !store::try_lock(&mut lock, event_id).await? {
+            tracing::debug!(%event_id, "Notification is being delivered elsewhere.");
+            return Ok(Outcome::Busy);
+        }
+        let outcome = self.deliver_locked(event_id, stop).await;
+        // Ends the transaction and with it the lock (dropping it would too).
+        if let Err(error) = lock.rollback().await {
+            tracing::debug!(%event_id, %error, "Releasing the delivery lock failed; the connection is dropped.");
+        }
+        outcome
+    }
+
+    async fn deliver_locked(
+        &self,
+        event_id: Uuid,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, DeliverError> {
+        let Some(mut n) = self.store.get(event_id).await? else {
+            return Ok(Outcome::Missing);
+        };
+        if n.status != PENDING {
+            return Ok(Outcome::AlreadyDone);
+        }
+        let max_attempts = self.settings.max_attempts_i32();
+        let mut failures = 0;
+        loop {
+            if n.attempts >= max_attempts {
+                return self.park(&n).await;
+            }
+            if failures > 0 {
+                let wait = self.settings.backoff(failures);
+                tokio::select! {
+                    () = stop.cancelled() => return Err(DeliverError::Interrupted),
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            n.attempts += 1;
+            match self.sender.send(&n).await {
+                Ok(()) => {
+                    self.store.mark_sent(event_id, n.attempts).await?;
+                    self.outcomes.with_label_values(&["sent"]).inc();
+                    tracing::info!(%event_id, event_type = %n.event_type, key = %n.key, attempts = n.attempts, "Notification delivered.");
+                    return Ok(Outcome::Sent);
+                }
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%event_id, attempt = n.attempts, max_attempts, %error, "Notification attempt failed.");
+                    self.store
+                        .record_failure(event_id, n.attempts, &error)
+                        .await?;
+                    n.last_error = Some(error);
+                }
+            }
+        }
+    }
+
+    /// DEAD, and the `notification_failed` dead letter, in one transaction.
+    async fn park(&self, n: &Notification) -> Result<Outcome, DeliverError> {
+        let last_error = n
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "no attempt succeeded".to_owned());
+        let dead_letter = Event::new(
+            kinds::NOTIFICATION_FAILED,
+            sources::NOTIFICATION_SERVICE,
+            n.key.clone(),
+            &NotificationFailed {
+                event_id: n.event_id,
+                event_type: n.event_type.clone(),
+                key: n.key.clone(),
+                attempts: n.attempts,
+                last_error: last_error.clone(),
+            },
+        )?
+        .with_traceparent(n.traceparent.clone());
+        let mut tx = self.store.pool().begin().await?;
+        let parked = store::mark_dead(&mut tx, n.event_id, n.attempts, &last_error).await?;
+        if parked {
+            outbox::enqueue(&mut tx, &self.topics.notification_failed, &dead_letter).await?;
+        }
+        tx.commit().await?;
+        if !parked {
+            return Ok(Outcome::AlreadyDone);
+        }
+        self.outcomes.with_label_values(&["dead"]).inc();
+        tracing::error!(
+            event_id = %n.event_id,
+            event_type = %n.event_type,
+            key = %n.key,
+            attempts = n.attempts,
+            %last_error,
+            "Notification parked as a dead letter."
+        );
+        Ok(Outcome::Dead)
+    }
+
+    /// Resumes what a previous run left PENDING, then delivers each replayed notification
+    /// (sent by `POST /notifications/{event_id}/replay`), until `stop`.
+    pub(crate) async fn run_queue(
+        self: Arc<Self>,
+        mut replays: mpsc::UnboundedReceiver<Uuid>,
+        stop: CancellationToken,
+    ) {
+        let mut deliveries = JoinSet::new();
+        match self.store.pending_ids(SWEEP_LIMIT).await {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    tracing::info!(count = ids.len(), "Resuming notifications left pending.");
+                }
+                for event_id in ids {
+                    spawn_delivery(&self, &mut deliveries, event_id, &stop);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot look for pending notifications."),
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                next = replays.recv() => match next {
+                    Some(event_id) => spawn_delivery(&self, &mut deliveries, event_id, &stop),
+                    None => break,
+                },
+                Some(joined) = deliveries.join_next(), if !deliveries.is_empty() => log_join(joined),
+            }
+        }
+        while let Some(joined) = deliveries.join_next().await {
+            log_join(joined);
+        }
+    }
+}
+
+fn spawn_delivery(
+    notifier: &Arc<Notifier>,
+    deliveries: &mut JoinSet<()>,
+    event_id: Uuid,
+    stop: &CancellationToken,
+) {
+    let notifier = Arc::clone(notifier);
+    let stop = stop.clone();
+    deliveries.spawn(async move {
+        match notifier.deliver(event_id, &stop).await {
+            Ok(outcome) => tracing::debug!(%event_id, ?outcome, "Delivery finished."),
+            Err(error) => tracing::warn!(%event_id, %error, "Delivery stopped."),
+        }
+    });
+}
+
+fn log_join(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = joined {
+        tracing::error!(%error, "A delivery task failed.");
+    }
+}

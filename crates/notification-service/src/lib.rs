@@ -1,0 +1,283 @@
+//! notification-service: the saga's last step (DESIGN.md, step 5).
+//!
+//! Every saga event but the dead letters becomes one notification (at most one per event
+//! id), rendered by [`render`], recorded in Postgres and delivered through a [`Sender`]
+//! with retries and exponential backoff. What keeps failing is parked `DEAD` and announced
+//! on `notification_failed` (through the outbox); `POST /notifications/{event_id}/replay`
+//! sends it again. Events come from Kafka today; the delivery logic takes a plain
+//! [`mesh::Event`], so moving the source to JetStream changes only the consumer.
+//! Served on its own port (8084) and over the mesh as `notification-service`.
+
+mod delivery;
+mod render;
+mod routes;
+mod sender;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::db::{self, PoolSettings};
+use kit::health::PostgresCheck;
+use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
+use mesh::outbox::OutboxRelay;
+use middleware::host::{Host, Hosted};
+use tokio::sync::mpsc;
+
+pub use render::{Rendered, money, render};
+pub use routes::LIST_LIMIT;
+pub use sender::{LogSender, Sender, WebhookSender};
+pub use store::{DEAD, Notification, PENDING, SENT, STATUSES};
+
+pub const DEFAULTS: ServiceDefaults = ServiceDefaults {
+    name: "notification-service",
+    http_port: 8084,
+    database: Some("shop_notifications"),
+};
+
+/// The consumer group's name (under the topic prefix).
+pub const CONSUMER: &str = "notification-service";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How hard a notification is tried before it becomes a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverySettings {
+    /// `NOTIFY_MAX_ATTEMPTS`: attempts in all, the first included.
+    pub max_attempts: u32,
+    /// `NOTIFY_RETRY_BASE`: the wait after the first failure; it doubles after each.
+    pub retry_base: Duration,
+}
+
+impl DeliverySettings {
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(200);
+    /// No wait between two attempts is longer.
+    pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+    const MAX_ATTEMPTS_CEILING: u32 = 1_000;
+
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_attempts = env.parse_or("NOTIFY_MAX_ATTEMPTS", Self::DEFAULT_MAX_ATTEMPTS)?;
+        if !(1..=Self::MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
+            return Err(ConfigError::Invalid {
+                name: "NOTIFY_MAX_ATTEMPTS".into(),
+                value: max_attempts.to_string(),
+                reason: format!("expected 1 to {}", Self::MAX_ATTEMPTS_CEILING),
+            });
+        }
+        Ok(Self {
+            max_attempts,
+            retry_base: env.duration_or("NOTIFY_RETRY_BASE", Self::DEFAULT_RETRY_BASE)?,
+        })
+    }
+
+    /// The wait before the next attempt after `failures` failed ones in a row (1, 2, ...):
+    /// base, 2×base, 4×base, ..., never more than [`Self::MAX_RETRY_DELAY`].
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.retry_base
+            .saturating_mul(1_u32 << doublings)
+            .min(Self::MAX_RETRY_DELAY)
+    }
+
+    pub(crate) fn max_attempts_i32(&self) -> i32 {
+        i32::try_from(self.max_attempts).unwrap_or(i32::MAX)
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            retry_base: Self::DEFAULT_RETRY_BASE,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// `KAFKA_BROKERS`, `KAFKA_FETCH_WAIT_MAX`, `TOPIC_PREFIX`.
+    pub saga: SagaSettings,
+    pub delivery: DeliverySettings,
+    /// `NOTIFY_WEBHOOK_URL`: where [`WebhookSender`] POSTs; unset means [`LogSender`].
+    pub webhook_url: Option<String>,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let webhook_url = env.get("NOTIFY_WEBHOOK_URL").map(str::to_owned);
+        if let Some(url) = &webhook_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                name: "NOTIFY_WEBHOOK_URL".into(),
+                value: url.clone(),
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        Ok(Self {
+            service: ServiceConfig::from_env(env, DEFAULTS)?,
+            saga: SagaSettings::from_env(env, DEFAULTS.name)?,
+            delivery: DeliverySettings::from_env(env)?,
+            webhook_url,
+        })
+    }
+}
+
+/// The running service.
+#[derive(Debug)]
+pub struct App {
+    hosted: Hosted,
+}
+
+impl App {
+    /// With [`WebhookSender`] when `NOTIFY_WEBHOOK_URL` is set, else [`LogSender`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let sender: Arc<dyn Sender> = match &config.webhook_url {
+            Some(url) => {
+                tracing::info!(%url, "Notifications go to the webhook.");
+                Arc::new(WebhookSender::new(url.clone())?)
+            }
+            None => Arc::new(LogSender),
+        };
+        Self::build_with_sender(config, sender).await
+    }
+
+    /// With any sender (tests inject theirs).
+    pub async fn build_with_sender(
+        config: Config,
+        sender: Arc<dyn Sender>,
+    ) -> anyhow::Result<Self> {
+        let database_url = config
+            .service
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
+        let pool =
+            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        mesh::store::install_schema(&pool).await?;
+        config.saga.ensure_topics().await?;
+
+        let mut host = Host::connect(&config.service).await?;
+        host.readiness.add(PostgresCheck(pool.clone()));
+        host.readiness
+            .add(KafkaCheck::new(&config.saga.kafka, Duration::from_secs(2))?);
+        let producer = EventProducer::new(&config.saga.kafka)?;
+        let store = store::Store::new(pool.clone());
+        let notifier = Arc::new(delivery::Notifier::new(
+            store.clone(),
+            sender,
+            config.delivery.clone(),
+            config.saga.topics.clone(),
+            &host.metrics,
+        )?);
+
+        let (replays, queue) = mpsc::unbounded_channel();
+        let hosted = host
+            .serve(routes::router(store, replays), config.service.http_addr)
+            .await?;
+        let token = hosted.shutdown().token();
+        hosted
+            .shutdown()
+            .spawn(OutboxRelay::new(pool, producer).run(token.clone()));
+        hosted
+            .shutdown()
+            .spawn(notifier.clone().run_queue(queue, token.clone()));
+
+        // Every saga topic but the dead letters (a notification about a failed notification
+        // would only fail the same way).
+        let topics = &config.saga.topics;
+        let consumed = [
+            topics.order_created.as_str(),
+            topics.payment_success.as_str(),
+            topics.payment_failed.as_str(),
+            topics.order_confirmed.as_str(),
+            topics.order_cancelled.as_str(),
+        ];
+        let events = EventConsumer::new(&config.saga.kafka, &topics.group(CONSUMER), &consumed)?;
+        let stop = token.clone();
+        hosted.shutdown().spawn(run_worker(
+            CONSUMER,
+            events,
+            token,
+            move |received: Received| {
+                let notifier = notifier.clone();
+                let stop = stop.clone();
+                async move { notifier.handle(&received.event, &stop).await.map(drop) }
+            },
+        ));
+        tracing::info!(
+            max_attempts = config.delivery.max_attempts,
+            retry_base = ?config.delivery.retry_base,
+            webhook = config.webhook_url.is_some(),
+            "Sending notifications."
+        );
+        Ok(Self { hosted })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.hosted.port()
+    }
+
+    pub fn shutdown(&self) -> &kit::Shutdown {
+        self.hosted.shutdown()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.hosted.run_until_stopped().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let config = Config::from_env(&Env::default()).expect("defaults are valid");
+        assert_eq!(config.service.http_addr.port(), 8084);
+        assert_eq!(
+            config.service.database_url.as_deref(),
+            Some("postgres://postgres@127.0.0.1:5432/shop_notifications")
+        );
+        assert_eq!(config.delivery, DeliverySettings::default());
+        assert_eq!(config.delivery.max_attempts, 5);
+        assert_eq!(config.delivery.retry_base, Duration::from_millis(200));
+        assert_eq!(config.webhook_url, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("NOTIFY_MAX_ATTEMPTS", "many"),
+            ("NOTIFY_MAX_ATTEMPTS", "0"),
+            ("NOTIFY_RETRY_BASE", "soon"),
+            ("NOTIFY_WEBHOOK_URL", "ftp://example.com/hook"),
+        ] {
+            let error = Config::from_env(&Env::from_pairs([(name, value)])).expect_err(value);
+            assert_eq!(error.variable(), name);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_ten_seconds() {
+        let settings = DeliverySettings::default();
+        let waits: Vec<_> = (1..=8).map(|n| settings.backoff(n)).collect();
+        assert_eq!(
+            waits,
+            [200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000].map(Duration::from_millis)
+        );
+        assert_eq!(
+            settings.backoff(u32::MAX),
+            DeliverySettings::MAX_RETRY_DELAY
+        );
+        let fast = DeliverySettings {
+            max_attempts: 3,
+            retry_base: Duration::from_millis(10),
+        };
+        assert_eq!(fast.backoff(1), Duration::from_millis(10));
+        assert_eq!(fast.backoff(2), Duration::from_millis(20));
+    }
+}

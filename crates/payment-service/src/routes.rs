@@ -1,0 +1,41 @@
+//! `GET /payments/{order_id}`: internal and operational use (the gateway does not route
+//! here), so no authentication; the service is only reachable inside the mesh.
+
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use kit::api::ApiError;
+use uuid::Uuid;
+
+use crate::store::{Payment, Store};
+
+pub fn router(store: Store) -> Router {
+    Router::new()
+        .route("/payments/{order_id}", get(show))
+        .with_state(store)
+}
+
+async fn show(
+    State(store): State<Store>,
+    Path(order_id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let not_found = || ApiError::not_found(format!("no payment for order {order_id}"));
+    // A malformed id names no order: 404, as for products.
+    let id = Uuid::parse_str(&order_id).map_err(|_| not_found())?;
+    store
+        .by_order(id)
+        .await
+        .map_err(database)?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+fn database(error: sqlx::Error) -> ApiError {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "Database unavailable.");
+            ApiError::unavailable("the payment database is unavailable")
+        }
+        other => ApiError::internal(other),
+    }
+}
