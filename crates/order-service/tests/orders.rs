@@ -1,199 +1,16 @@
 //! order-service with the real product-service, Postgres, NATS and the Kafka-API broker.
 //! Payment results are published by the test itself here; `saga.rs` runs the whole saga.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{Stack, items, start};
 use contracts::events::{OrderCreated, PaymentFailed, PaymentSucceeded, kinds, sources};
-use contracts::topics::Topics;
-use kit::{Env, ServiceConfig};
 use mesh::Event;
-use mesh::kafka::{EventConsumer, EventProducer, KafkaSettings, SagaSettings};
-use middleware::auth::{JwtKeys, JwtSettings};
-use serde_json::{Value, json};
+use mesh::kafka::{EventConsumer, EventProducer};
+use serde_json::json;
 use uuid::Uuid;
-
-const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
-
-struct Stack {
-    orders: String,
-    products: String,
-    http: reqwest::Client,
-    topics: Topics,
-    kafka: KafkaSettings,
-    stops: Vec<kit::Shutdown>,
-    databases: Vec<String>,
-}
-
-fn env(pairs: &[(&str, String)]) -> Env {
-    Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
-}
-
-async fn start(payment_timeout: &str) -> Stack {
-    let prefix = format!("{}_", testkit::unique_name("t"));
-    let product_name = testkit::unique_name("product-service");
-    let product_db = testkit::fresh_database_url("orders_products");
-    let order_db = testkit::fresh_database_url("orders_test");
-
-    let product_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", product_db.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", product_name.clone()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-    ]);
-    let products = product_service::App::build(product_service::Config {
-        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS).expect("config"),
-        jwt: JwtSettings::hs256(SECRET),
-        redis_url: testkit::redis_url(),
-        cache_ttl: Duration::from_secs(60),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-    })
-    .await
-    .expect("product-service starts");
-
-    let order_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", order_db.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("KAFKA_BROKERS", testkit::kafka_brokers()),
-        ("SERVICE_NAME", testkit::unique_name("order-service")),
-        ("PRODUCT_SERVICE_NAME", product_name),
-        ("TOPIC_PREFIX", prefix.clone()),
-        ("GRPC_ADDR", "127.0.0.1:0".into()),
-        ("ORDER_PAYMENT_TIMEOUT", payment_timeout.into()),
-        ("ORDER_SWEEP_INTERVAL", "200ms".into()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-        ("JWT_SECRET", SECRET.into()),
-    ]);
-    let order_config = order_service::Config::from_env(&order_env).expect("config");
-    let orders = order_service::App::build(order_config)
-        .await
-        .expect("order-service starts");
-
-    let stack = Stack {
-        orders: format!("http://127.0.0.1:{}", orders.port()),
-        products: format!("http://127.0.0.1:{}", products.port()),
-        http: reqwest::Client::new(),
-        topics: Topics::new(&prefix),
-        kafka: SagaSettings::from_env(&env(&[("KAFKA_BROKERS", testkit::kafka_brokers())]), "test")
-            .expect("kafka")
-            .kafka,
-        stops: vec![orders.shutdown().clone(), products.shutdown().clone()],
-        databases: vec![product_db, order_db],
-    };
-    tokio::spawn(products.run_until_stopped());
-    tokio::spawn(orders.run_until_stopped());
-    stack
-}
-
-fn token_for(user: Uuid) -> String {
-    JwtKeys::new(&JwtSettings::hs256(SECRET))
-        .expect("keys")
-        .issue(&user.to_string(), "buyer@example.com")
-        .expect("token")
-        .token
-}
-
-impl Stack {
-    async fn product(&self, price_cents: i64, stock: i64) -> String {
-        let response = self
-            .http
-            .post(format!("{}/products", self.products))
-            .bearer_auth(token_for(Uuid::now_v7()))
-            .json(&json!({"name": "Thing", "price_cents": price_cents, "stock": stock}))
-            .send()
-            .await
-            .expect("answer");
-        assert_eq!(response.status(), 201);
-        let product: Value = response.json().await.expect("json");
-        product["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn stock(&self, product: &str) -> i64 {
-        let product: Value = self
-            .http
-            .get(format!("{}/products/{product}", self.products))
-            .send()
-            .await
-            .expect("answer")
-            .json()
-            .await
-            .expect("json");
-        product["stock"].as_i64().expect("stock")
-    }
-
-    async fn order(&self, user: Uuid, body: Value, key: Option<&str>) -> (u16, Value) {
-        let mut request = self
-            .http
-            .post(format!("{}/orders", self.orders))
-            .bearer_auth(token_for(user))
-            .json(&body);
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = request.send().await.expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, user: Uuid, id: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}/orders/{id}", self.orders))
-            .bearer_auth(token_for(user))
-            .send()
-            .await
-            .expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn wait_for_status(&self, user: Uuid, id: &str, want: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, order) = self.get(user, id).await;
-            if order["status"] == want {
-                return order;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order stayed {}",
-                order["status"]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// What the order side emitted, by reading its topics from the start.
-    async fn terminal_events(&self, order_id: &str, quiet: Duration) -> Vec<String> {
-        let consumer = EventConsumer::new(
-            &self.kafka,
-            &testkit::unique_name("observer"),
-            &[&self.topics.order_confirmed, &self.topics.order_cancelled],
-        )
-        .expect("consumer");
-        let mut kinds = Vec::new();
-        while let Ok(Ok(received)) = tokio::time::timeout(quiet, consumer.next()).await {
-            if received.event.key == order_id {
-                kinds.push(received.event.kind);
-            }
-        }
-        kinds
-    }
-
-    async fn stop(self) {
-        for stop in &self.stops {
-            stop.trigger();
-        }
-        for database in &self.databases {
-            testkit::drop_database(database).await;
-        }
-    }
-}
-
-fn items(product: &str, quantity: i64) -> Value {
-    json!({"items": [{"product_id": product, "quantity": quantity}]})
-}
 
 #[tokio::test]
 async fn placing_an_order_reserves_stock_and_bad_orders_are_refused() {
@@ -403,5 +220,124 @@ async fn order_created_carries_what_payment_needs() {
     assert_eq!(created.total_cents, 600);
     assert_eq!(created.card_token, "tok_decline_x");
     assert_eq!(created.user_id, user);
+    stack.stop().await;
+}
+
+/// Rewinds a consumer group to the start of `topic`, as if the offsets after the effects
+/// had never been committed (the crash window between a handler's commit and Kafka's).
+fn rewind_group(kafka: &mesh::kafka::KafkaSettings, group: &str, topic: &str) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..contracts::topics::PARTITIONS {
+        list.add_partition_offset(topic, partition, Offset::Offset(0))
+            .expect("partition");
+    }
+    consumer.commit(&list, CommitMode::Sync).expect("rewound");
+}
+
+/// The group's committed position summed over the topic's partitions.
+fn committed_total(kafka: &mesh::kafka::KafkaSettings, group: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for partition in 0..contracts::topics::PARTITIONS {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn a_crash_between_the_effect_and_the_offset_commit_changes_nothing() {
+    let mut stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(500, 10).await;
+    let (_, order) = stack.order(user, items(&product, 1), None).await;
+    let order_id: Uuid = order["id"].as_str().expect("id").parse().expect("uuid");
+    let success = Event::new(
+        kinds::PAYMENT_SUCCEEDED,
+        sources::PAYMENT_SERVICE,
+        order_id.to_string(),
+        &PaymentSucceeded {
+            order_id,
+            payment_id: Uuid::now_v7(),
+            amount_cents: 500,
+        },
+    )
+    .expect("event");
+    publish(&stack, &stack.topics.payment_success, &success).await;
+    let before = stack
+        .wait_for_status(user, &order_id.to_string(), "CONFIRMED")
+        .await;
+
+    // The effect is durable; now lose the offset commit and start again.
+    stack.stops[0].trigger();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kafka = stack.kafka.clone();
+    let group = stack.topics.group("order-service");
+    let topic = stack.topics.payment_success.clone();
+    let rewound = tokio::task::spawn_blocking({
+        let (kafka, group, topic) = (kafka.clone(), group.clone(), topic.clone());
+        move || {
+            rewind_group(&kafka, &group, &topic);
+            committed_total(&kafka, &group, &topic)
+        }
+    })
+    .await
+    .expect("joined");
+    assert_eq!(rewound, 0, "the group starts over");
+    stack.restart_orders().await;
+
+    // The event is delivered again (the group's position moves past it once more)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (kafka, group, topic) = (kafka.clone(), group.clone(), topic.clone());
+        let position = tokio::task::spawn_blocking(move || committed_total(&kafka, &group, &topic))
+            .await
+            .expect("joined");
+        if position >= 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the event was not redelivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...and meets the inbox: no second transition, no second event.
+    let (_, after) = stack.get(user, &order_id.to_string()).await;
+    assert_eq!(after["status"], "CONFIRMED");
+    assert_eq!(
+        after["updated_at"], before["updated_at"],
+        "the order was not touched again"
+    );
+    assert_eq!(
+        stack
+            .terminal_events(&order_id.to_string(), Duration::from_secs(3))
+            .await,
+        [kinds::ORDER_CONFIRMED]
+    );
+    assert_eq!(stack.stock(&product).await, 9);
     stack.stop().await;
 }

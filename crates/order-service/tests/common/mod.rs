@@ -1,0 +1,289 @@
+//! The stack the order-service tests run: real product-service and order-service (and,
+//! for the whole saga, payment-service and notification-service), each test with its own
+//! databases, mesh names and topic prefix.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use contracts::topics::Topics;
+use kit::{Env, ServiceConfig};
+use mesh::kafka::{EventConsumer, KafkaSettings, SagaSettings};
+use middleware::auth::{JwtKeys, JwtSettings};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
+
+pub struct Stack {
+    pub orders: String,
+    pub products: String,
+    pub http: reqwest::Client,
+    pub topics: Topics,
+    pub kafka: KafkaSettings,
+    pub stops: Vec<kit::Shutdown>,
+    pub databases: Vec<String>,
+    pub notifications_db: Option<String>,
+    order_env: Env,
+    order_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub fn env(pairs: &[(&str, String)]) -> Env {
+    Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
+}
+
+pub async fn start(payment_timeout: &str) -> Stack {
+    start_with(payment_timeout, false).await
+}
+
+/// With `whole_saga`, payment-service and notification-service run too.
+pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
+    let prefix = format!("{}_", testkit::unique_name("t"));
+    let product_name = testkit::unique_name("product-service");
+    let product_db = testkit::fresh_database_url("orders_products");
+    let order_db = testkit::fresh_database_url("orders_test");
+
+    let product_env = env(&[
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("DATABASE_URL", product_db.clone()),
+        ("NATS_URL", testkit::nats_url()),
+        ("SERVICE_NAME", product_name.clone()),
+        ("SHUTDOWN_GRACE", "1s".into()),
+    ]);
+    let products = product_service::App::build(product_service::Config {
+        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS).expect("config"),
+        jwt: JwtSettings::hs256(SECRET),
+        redis_url: testkit::redis_url(),
+        cache_ttl: Duration::from_secs(60),
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+    })
+    .await
+    .expect("product-service starts");
+
+    let order_env = env(&[
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("DATABASE_URL", order_db.clone()),
+        ("NATS_URL", testkit::nats_url()),
+        ("KAFKA_BROKERS", testkit::kafka_brokers()),
+        ("SERVICE_NAME", testkit::unique_name("order-service")),
+        ("PRODUCT_SERVICE_NAME", product_name),
+        ("TOPIC_PREFIX", prefix.clone()),
+        ("GRPC_ADDR", "127.0.0.1:0".into()),
+        ("ORDER_PAYMENT_TIMEOUT", payment_timeout.into()),
+        ("ORDER_SWEEP_INTERVAL", "200ms".into()),
+        ("SHUTDOWN_GRACE", "1s".into()),
+        ("JWT_SECRET", SECRET.into()),
+    ]);
+    let order_config = order_service::Config::from_env(&order_env).expect("config");
+    let orders = order_service::App::build(order_config)
+        .await
+        .expect("order-service starts");
+
+    let mut stack = Stack {
+        orders: format!("http://127.0.0.1:{}", orders.port()),
+        products: format!("http://127.0.0.1:{}", products.port()),
+        http: reqwest::Client::new(),
+        topics: Topics::new(&prefix),
+        kafka: SagaSettings::from_env(&env(&[("KAFKA_BROKERS", testkit::kafka_brokers())]), "test")
+            .expect("kafka")
+            .kafka,
+        stops: vec![orders.shutdown().clone(), products.shutdown().clone()],
+        databases: vec![product_db, order_db],
+        notifications_db: None,
+        order_env: order_env.clone(),
+        order_task: None,
+    };
+    tokio::spawn(products.run_until_stopped());
+    stack.order_task = Some(tokio::spawn(orders.run_until_stopped()));
+    if whole_saga {
+        stack.start_payment_and_notification(&prefix).await;
+    }
+    stack
+}
+
+impl Stack {
+    /// Stops order-service (gracefully: its consumer leaves the group) and starts a new
+    /// instance on the same database, topics and consumer group.
+    pub async fn restart_orders(&mut self) {
+        self.stops[0].trigger();
+        if let Some(task) = self.order_task.take() {
+            let _ = task.await;
+        }
+        let config = order_service::Config::from_env(&self.order_env).expect("config");
+        let orders = order_service::App::build(config)
+            .await
+            .expect("order-service restarts");
+        self.orders = format!("http://127.0.0.1:{}", orders.port());
+        self.stops[0] = orders.shutdown().clone();
+        self.order_task = Some(tokio::spawn(orders.run_until_stopped()));
+    }
+
+    async fn start_payment_and_notification(&mut self, prefix: &str) {
+        let payment_db = testkit::fresh_database_url("orders_payments");
+        let payment_env = env(&[
+            ("HTTP_ADDR", "127.0.0.1:0".into()),
+            ("DATABASE_URL", payment_db.clone()),
+            ("NATS_URL", testkit::nats_url()),
+            ("KAFKA_BROKERS", testkit::kafka_brokers()),
+            ("SERVICE_NAME", testkit::unique_name("payment-service")),
+            ("TOPIC_PREFIX", prefix.to_owned()),
+            ("SHUTDOWN_GRACE", "1s".into()),
+        ]);
+        let payments = payment_service::App::build(
+            payment_service::Config::from_env(&payment_env).expect("config"),
+        )
+        .await
+        .expect("payment-service starts");
+
+        let notification_db = testkit::fresh_database_url("orders_notifications");
+        let notification_env = env(&[
+            ("HTTP_ADDR", "127.0.0.1:0".into()),
+            ("DATABASE_URL", notification_db.clone()),
+            ("NATS_URL", testkit::nats_url()),
+            ("KAFKA_BROKERS", testkit::kafka_brokers()),
+            ("SERVICE_NAME", testkit::unique_name("notification-service")),
+            ("TOPIC_PREFIX", prefix.to_owned()),
+            ("SHUTDOWN_GRACE", "1s".into()),
+        ]);
+        let notifications = notification_service::App::build(
+            notification_service::Config::from_env(&notification_env).expect("config"),
+        )
+        .await
+        .expect("notification-service starts");
+
+        self.stops.push(payments.shutdown().clone());
+        self.stops.push(notifications.shutdown().clone());
+        self.databases.push(payment_db);
+        self.databases.push(notification_db.clone());
+        self.notifications_db = Some(notification_db);
+        tokio::spawn(payments.run_until_stopped());
+        tokio::spawn(notifications.run_until_stopped());
+    }
+
+    /// Notifications stored for an order (its events' keys), by event type.
+    pub async fn notifications_for(&self, order_id: &str) -> Vec<(String, String)> {
+        let Some(url) = &self.notifications_db else {
+            return Vec::new();
+        };
+        let pool = kit::db::connect(url, &kit::db::PoolSettings::default())
+            .await
+            .expect("notification database");
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT event_type, status FROM notifications WHERE key = $1 ORDER BY created_at",
+        )
+        .bind(order_id)
+        .fetch_all(&pool)
+        .await
+        .expect("notifications");
+        pool.close().await;
+        rows
+    }
+}
+
+pub fn token_for(user: Uuid) -> String {
+    JwtKeys::new(&JwtSettings::hs256(SECRET))
+        .expect("keys")
+        .issue(&user.to_string(), "buyer@example.com")
+        .expect("token")
+        .token
+}
+
+impl Stack {
+    pub async fn product(&self, price_cents: i64, stock: i64) -> String {
+        let response = self
+            .http
+            .post(format!("{}/products", self.products))
+            .bearer_auth(token_for(Uuid::now_v7()))
+            .json(&json!({"name": "Thing", "price_cents": price_cents, "stock": stock}))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 201);
+        let product: Value = response.json().await.expect("json");
+        product["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn stock(&self, product: &str) -> i64 {
+        let product: Value = self
+            .http
+            .get(format!("{}/products/{product}", self.products))
+            .send()
+            .await
+            .expect("answer")
+            .json()
+            .await
+            .expect("json");
+        product["stock"].as_i64().expect("stock")
+    }
+
+    pub async fn order(&self, user: Uuid, body: Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/orders", self.orders))
+            .bearer_auth(token_for(user))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.expect("answer");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, user: Uuid, id: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/orders/{id}", self.orders))
+            .bearer_auth(token_for(user))
+            .send()
+            .await
+            .expect("answer");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn wait_for_status(&self, user: Uuid, id: &str, want: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, order) = self.get(user, id).await;
+            if order["status"] == want {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order stayed {}",
+                order["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the order side emitted, by reading its topics from the start.
+    pub async fn terminal_events(&self, order_id: &str, quiet: Duration) -> Vec<String> {
+        let consumer = EventConsumer::new(
+            &self.kafka,
+            &testkit::unique_name("observer"),
+            &[&self.topics.order_confirmed, &self.topics.order_cancelled],
+        )
+        .expect("consumer");
+        let mut kinds = Vec::new();
+        while let Ok(Ok(received)) = tokio::time::timeout(quiet, consumer.next()).await {
+            if received.event.key == order_id {
+                kinds.push(received.event.kind);
+            }
+        }
+        kinds
+    }
+
+    pub async fn stop(self) {
+        for stop in &self.stops {
+            stop.trigger();
+        }
+        for database in &self.databases {
+            testkit::drop_database(database).await;
+        }
+    }
+}
+
+pub fn items(product: &str, quantity: i64) -> Value {
+    json!({"items": [{"product_id": product, "quantity": quantity}]})
+}
