@@ -94,13 +94,13 @@ impl EventStream {
             .map_err(error)
     }
 
-    /// A durable pull consumer with explicit acks: a message not acked within `ack_wait`
-    /// is delivered again.
+    /// A durable pull consumer with explicit acks on the messages matching any of
+    /// `filter_subjects`: a message not acked within `ack_wait` is delivered again.
     pub async fn durable_consumer(
         &self,
         stream: &str,
         durable: &str,
-        filter_subject: &str,
+        filter_subjects: &[String],
         ack_wait: Duration,
     ) -> Result<consumer::PullConsumer, JetStreamError> {
         let error = |source: async_nats::Error| JetStreamError::Consumer {
@@ -113,12 +113,17 @@ impl EventStream {
             .get_stream(stream)
             .await
             .map_err(|e| error(e.into()))?;
+        let (filter_subject, filter_subjects) = match filter_subjects {
+            [one] => (one.clone(), Vec::new()),
+            many => (String::new(), many.to_vec()),
+        };
         stream_handle
             .get_or_create_consumer(
                 durable,
                 consumer::pull::Config {
                     durable_name: Some(durable.to_owned()),
-                    filter_subject: filter_subject.to_owned(),
+                    filter_subject,
+                    filter_subjects,
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait,
                     ..Default::default()
@@ -126,5 +131,77 @@ impl EventStream {
             )
             .await
             .map_err(|e| error(e.into()))
+    }
+}
+
+/// The JetStream counterpart of [`crate::kafka::run_worker`]: each message is decoded as an
+/// [`Event`] and handled; success and permanent failures are acknowledged (a poison message
+/// must not come back forever), transient failures are negatively acknowledged with a
+/// growing delay so JetStream delivers them again.
+pub async fn run_worker<H, F>(
+    name: &str,
+    consumer: consumer::PullConsumer,
+    stop: tokio_util::sync::CancellationToken,
+    handler: H,
+) where
+    H: Fn(Event) -> F,
+    F: std::future::Future<Output = Result<(), crate::kafka::HandleError>>,
+{
+    use crate::kafka::HandleError;
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+
+    tracing::info!(worker = %name, "JetStream consumer started.");
+    while !stop.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(worker = %name, %error, "Cannot pull from JetStream; retrying.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    tracing::warn!(worker = %name, %error, "JetStream pull failed; resubscribing.");
+                    break;
+                }
+                None => break,
+            };
+            let ack = match Event::from_nats(&message) {
+                Err(error) => {
+                    tracing::error!(worker = %name, subject = %message.subject, %error, "Skipping a message that is not an event.");
+                    AckKind::Term
+                }
+                Ok(event) => {
+                    let event_id = event.id;
+                    match handler(event).await {
+                        Ok(()) => AckKind::Ack,
+                        Err(HandleError::Permanent(reason)) => {
+                            tracing::error!(worker = %name, %event_id, %reason, "Event skipped.");
+                            AckKind::Term
+                        }
+                        Err(HandleError::Transient(reason)) => {
+                            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+                            let delay = Duration::from_millis(100)
+                                .saturating_mul(1 << delivered.clamp(1, 6))
+                                .min(Duration::from_secs(5));
+                            tracing::warn!(worker = %name, %event_id, %reason, ?delay, "Event will be redelivered.");
+                            AckKind::Nak(Some(delay))
+                        }
+                    }
+                }
+            };
+            if let Err(error) = message.ack_with(ack).await {
+                // Not fatal: an unacknowledged message is redelivered after ack_wait.
+                tracing::warn!(worker = %name, %error, "Acknowledgement failed.");
+            }
+        }
     }
 }

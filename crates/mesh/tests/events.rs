@@ -170,7 +170,7 @@ async fn an_event_crosses_jetstream_with_every_attribute_intact_and_replays_are_
         .durable_consumer(
             &stream,
             "reader",
-            &format!("{prefix}.>"),
+            &[format!("{prefix}.>")],
             Duration::from_secs(30),
         )
         .await
@@ -227,7 +227,7 @@ async fn an_unacknowledged_jetstream_message_is_delivered_again() {
         .durable_consumer(
             &stream,
             "flaky",
-            &format!("{prefix}.>"),
+            &[format!("{prefix}.>")],
             Duration::from_secs(1),
         )
         .await

@@ -17,12 +17,12 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit::db::{self, PoolSettings};
 use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
+use mesh::jetstream::EventStream;
 use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
 use mesh::outbox::OutboxRelay;
-use middleware::host::{Host, Hosted};
+use middleware::host::{self, Host, Hosted};
 use tokio::sync::mpsc;
 
 pub use render::{Rendered, money, render};
@@ -95,6 +95,33 @@ impl Default for DeliverySettings {
     }
 }
 
+/// Where events come from (`NOTIFY_SOURCE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The JetStream stream the bridge fills (`EVENTS_STREAM`, subjects
+    /// `<EVENTS_SUBJECT_PREFIX>.<topic>.<key>`): the low-latency fan-out, and the default.
+    JetStream { stream: String, subject_prefix: String },
+    /// The Kafka topics directly (what it did before the bridge existed).
+    Kafka,
+}
+
+impl Source {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string_or("NOTIFY_SOURCE", "jetstream").as_str() {
+            "jetstream" => Ok(Self::JetStream {
+                stream: env.string_or("EVENTS_STREAM", contracts::topics::EVENTS_STREAM),
+                subject_prefix: env.string_or("EVENTS_SUBJECT_PREFIX", "events"),
+            }),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(ConfigError::Invalid {
+                name: "NOTIFY_SOURCE".into(),
+                value: other.into(),
+                reason: "expected jetstream or kafka".into(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
@@ -103,6 +130,8 @@ pub struct Config {
     pub delivery: DeliverySettings,
     /// `NOTIFY_WEBHOOK_URL`: where [`WebhookSender`] POSTs; unset means [`LogSender`].
     pub webhook_url: Option<String>,
+    /// `NOTIFY_SOURCE`: `jetstream` (default) or `kafka`.
+    pub source: Source,
 }
 
 impl Config {
@@ -122,6 +151,7 @@ impl Config {
             saga: SagaSettings::from_env(env, DEFAULTS.name)?,
             delivery: DeliverySettings::from_env(env)?,
             webhook_url,
+            source: Source::from_env(env)?,
         })
     }
 }
@@ -150,13 +180,7 @@ impl App {
         config: Config,
         sender: Arc<dyn Sender>,
     ) -> anyhow::Result<Self> {
-        let database_url = config
-            .service
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
-        let pool =
-            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let pool = host::database(&config.service, &MIGRATOR).await?;
         mesh::store::install_schema(&pool).await?;
         config.saga.ensure_topics().await?;
 
@@ -196,18 +220,44 @@ impl App {
             topics.order_confirmed.as_str(),
             topics.order_cancelled.as_str(),
         ];
-        let events = EventConsumer::new(&config.saga.kafka, &topics.group(CONSUMER), &consumed)?;
         let stop = token.clone();
-        hosted.shutdown().spawn(run_worker(
-            CONSUMER,
-            events,
-            token,
-            move |received: Received| {
-                let notifier = notifier.clone();
-                let stop = stop.clone();
-                async move { notifier.handle(&received.event, &stop).await.map(drop) }
-            },
-        ));
+        let handle = move |event: mesh::Event| {
+            let notifier = notifier.clone();
+            let stop = stop.clone();
+            async move { notifier.handle(&event, &stop).await.map(drop) }
+        };
+        match &config.source {
+            Source::Kafka => {
+                let events =
+                    EventConsumer::new(&config.saga.kafka, &topics.group(CONSUMER), &consumed)?;
+                hosted.shutdown().spawn(run_worker(
+                    CONSUMER,
+                    events,
+                    token,
+                    move |received: Received| handle(received.event),
+                ));
+            }
+            Source::JetStream {
+                stream,
+                subject_prefix,
+            } => {
+                let events = EventStream::new(hosted.nats().clone());
+                // The bridge creates the stream too; whoever starts first does.
+                events
+                    .ensure_stream(stream, vec![format!("{subject_prefix}.>")], Duration::from_secs(120))
+                    .await?;
+                let filters: Vec<String> = consumed
+                    .iter()
+                    .map(|topic| format!("{subject_prefix}.{topic}.>"))
+                    .collect();
+                let consumer = events
+                    .durable_consumer(stream, &topics.group(CONSUMER), &filters, Duration::from_secs(30))
+                    .await?;
+                hosted
+                    .shutdown()
+                    .spawn(mesh::jetstream::run_worker(CONSUMER, consumer, token, handle));
+            }
+        }
         tracing::info!(
             max_attempts = config.delivery.max_attempts,
             retry_base = ?config.delivery.retry_base,

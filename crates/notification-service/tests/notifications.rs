@@ -179,6 +179,8 @@ async fn start(extra: &[(&str, &str)], sender: Option<Arc<dyn Sender>>) -> Runni
         ),
         ("SHUTDOWN_GRACE".into(), "1s".into()),
         ("TOPIC_PREFIX".into(), prefix),
+        // Kafka directly unless a test asks for JetStream (which needs the bridge's stream).
+        ("NOTIFY_SOURCE".into(), "kafka".into()),
     ];
     pairs.extend(
         extra
@@ -553,4 +555,42 @@ async fn a_webhook_answering_500_is_retried() {
         [1, 2, 3].map(Value::from)
     );
     app.stop().await;
+}
+
+#[tokio::test]
+async fn events_from_the_jetstream_stream_are_notified_once() {
+    let subject_prefix = testkit::unique_name("ev");
+    let stream = subject_prefix.to_uppercase();
+    let sender = Scripted::failing_first(0);
+    let running = start(
+        &[
+            ("NOTIFY_SOURCE", "jetstream"),
+            ("EVENTS_STREAM", &stream),
+            ("EVENTS_SUBJECT_PREFIX", &subject_prefix),
+        ],
+        Some(sender.clone()),
+    )
+    .await;
+    let nats = async_nats::connect(testkit::nats_url()).await.expect("NATS");
+    let events = mesh::jetstream::EventStream::new(nats);
+    let order_id = Uuid::now_v7();
+    let event = order_confirmed(order_id);
+    let subject = format!("{subject_prefix}.{}.{order_id}", running.topics.order_confirmed);
+    events
+        .publish(&subject, &event, Some("order_confirmed/0/1"))
+        .await
+        .expect("published");
+    let row = running.wait_for(event.id, "SENT").await;
+    assert_eq!(row.event_type, kinds::ORDER_CONFIRMED);
+
+    // The same event again under another message id (a replay the dedup window missed).
+    events
+        .publish(&subject, &event, Some("order_confirmed/0/2"))
+        .await
+        .expect("published");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(running.rows().await, 1);
+    assert_eq!(sender.calls(), 1, "sent once");
+    events.context().delete_stream(&stream).await.expect("cleanup");
+    running.stop().await;
 }

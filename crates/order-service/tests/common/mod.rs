@@ -141,6 +141,8 @@ impl Stack {
             ("NATS_URL", testkit::nats_url()),
             ("KAFKA_BROKERS", testkit::kafka_brokers()),
             ("SERVICE_NAME", testkit::unique_name("notification-service")),
+            // The test's topics have no bridge mirroring them: read Kafka directly.
+            ("NOTIFY_SOURCE", "kafka".into()),
             ("TOPIC_PREFIX", prefix.to_owned()),
             ("SHUTDOWN_GRACE", "1s".into()),
         ]);
