@@ -21,6 +21,10 @@ up:
 down:
     scripts/stack.sh down
 
+# End-to-end scenarios through the gateway against the running stack (`just up` first).
+smoke:
+    cargo run -q -p smoke --bin smoke
+
 # Show what listens where.
 status:
     scripts/stack.sh status
@@ -51,6 +55,18 @@ bench-mesh: infra
 # Overhead of the gateway-style middleware stack against a bare service; JWT's cost.
 bench-middleware:
     cargo bench -p middleware --bench stack
+
+# GET /products/{id} through the gateway over NATS and HTTP/2 vs product-service directly; warm vs cold cache.
+bench-gateway: infra
+    cargo bench -p gateway --bench gateway
+
+# POST /orders -> CONFIRMED latency next to raw Kafka produce->consume on the same broker.
+bench-saga: infra
+    cargo bench -p order-service --bench saga
+
+# Bridge: mirror throughput next to a raw rdkafka consume of the same topic, and the latency it adds.
+bench-bridge: infra
+    cargo bench -p bridge --bench mirror
 
 # Validate infra/compose.yaml offline against the compose specification.
 check-compose:
