@@ -1,0 +1,496 @@
+//! The order saga's latency, `POST /orders` → `CONFIRMED`, next to raw Kafka produce→consume
+//! latency on the same broker, in the same run.
+//!
+//! One process runs product-service, order-service and payment-service (`App::build` of each,
+//! fresh databases, unique `SERVICE_NAME`s, one fresh `TOPIC_PREFIX`, `ORDER_PAYMENT_TIMEOUT`
+//! 60s) against the real Postgres, Redis, NATS and Kafka-API broker. One product with plenty of
+//! stock is created, and one bearer token is issued for one user.
+//!
+//! (a) **Saga**: at a fixed rate (open loop: each order starts on its own schedule, whatever
+//! the earlier ones are doing), `POST /orders` for one unit goes to order-service's own port,
+//! then `GET /orders/{id}` is polled every 5 ms until it says `CONFIRMED`. Latency is from the
+//! POST being sent to `CONFIRMED` being observed, so it includes up to one polling interval.
+//! Any other end (`CANCELLED`, an error, 90 s without `CONFIRMED`) panics.
+//!
+//! (b) **Raw Kafka**: the same count at the same rate through plain rdkafka on the same
+//! broker: a `FutureProducer` configured as the saga's producer (idempotent, `acks=all`,
+//! `linger.ms=1`) and a `StreamConsumer` (`fetch.wait.max.ms=5`, as the saga's consumers) in a
+//! fresh group subscribed to a fresh topic created with `mesh::kafka::ensure_topics` (as many
+//! partitions as the saga's topics). Latency is from the produce call to the message being
+//! received.
+//!
+//! Both are warmed up first (consumer groups joined, connections open). No goal is set for
+//! this benchmark: it prints the figures, the ratio of the saga's p50 to the raw p50, and the
+//! saga's p50 over three raw hops.
+//!
+//! Run it with `just bench-saga` (starts the infrastructure if needed), or
+//! `cargo bench -p order-service --bench saga` with it up. `BENCH_ORDERS` (default 100) and
+//! `BENCH_RATE` (orders, and raw records, per second; default 10) override the load.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::bench::{count_from_env, join, percentile};
+
+use kit::{Env, ServiceConfig};
+use mesh::kafka::{KafkaSettings, ensure_topics};
+use middleware::auth::{JwtKeys, JwtSettings};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use uuid::Uuid;
+
+const DEFAULT_ORDERS: usize = 100;
+const DEFAULT_RATE: usize = 10;
+/// Orders placed one at a time, and raw records sent one at a time, before measuring.
+const WARMUP: usize = 10;
+/// How often an order's status is read.
+const POLL: Duration = Duration::from_millis(5);
+/// An order not confirmed by then fails the benchmark.
+const CONFIRM_DEADLINE: Duration = Duration::from_secs(90);
+/// How long the raw consumer may take to join its group and get its partitions.
+const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the producer keeps trying to deliver a raw record.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Kafka hops the brief counts for one saga.
+const SAGA_HOPS: f64 = 3.0;
+/// HS256 needs at least 32 bytes.
+const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
+const PRICE_CENTS: i64 = 100;
+
+const RAW: &str = "raw Kafka produce->consume";
+const SAGA: &str = "POST /orders -> CONFIRMED";
+
+/// One server running on this runtime.
+struct Running {
+    label: &'static str,
+    stop: kit::Shutdown,
+    task: JoinHandle<io::Result<()>>,
+}
+
+/// What an order needs: where order-service listens, who orders what.
+#[derive(Debug, Clone)]
+struct Shop {
+    http: reqwest::Client,
+    orders: String,
+    token: String,
+    body: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn env(pairs: &[(&str, String)]) -> Env {
+    Env::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+}
+
+#[tokio::main]
+async fn main() {
+    let count = count_from_env("BENCH_ORDERS", DEFAULT_ORDERS);
+    let rate = count_from_env("BENCH_RATE", DEFAULT_RATE);
+    let period = Duration::from_secs_f64(1.0 / rate as f64);
+
+    let prefix = format!("{}_", testkit::unique_name("bench"));
+    let product_name = testkit::unique_name("product-service");
+    let product_db = testkit::fresh_database_url("bench_saga_products");
+    let order_db = testkit::fresh_database_url("bench_saga_orders");
+    let payment_db = testkit::fresh_database_url("bench_saga_payments");
+    let databases = [product_db.clone(), order_db.clone(), payment_db.clone()];
+    let mut running = Vec::new();
+
+    let product_env = env(&[
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("DATABASE_URL", product_db),
+        ("NATS_URL", testkit::nats_url()),
+        ("SERVICE_NAME", product_name.clone()),
+        ("SHUTDOWN_GRACE", "1s".into()),
+    ]);
+    let products = product_service::App::build(product_service::Config {
+        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS)
+            .expect("product-service config"),
+        jwt: JwtSettings::hs256(SECRET),
+        redis_url: testkit::redis_url(),
+        cache_ttl: Duration::from_secs(60),
+        grpc_addr: "127.0.0.1:0".parse().expect("gRPC address"),
+    })
+    .await
+    .unwrap_or_else(|error| panic!("product-service does not start (try `just infra`): {error:#}"));
+    let products_base = format!("http://127.0.0.1:{}", products.port());
+    running.push(Running {
+        label: "product-service",
+        stop: products.shutdown().clone(),
+        task: tokio::spawn(products.run_until_stopped()),
+    });
+
+    let order_env = env(&[
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("DATABASE_URL", order_db),
+        ("NATS_URL", testkit::nats_url()),
+        ("KAFKA_BROKERS", testkit::kafka_brokers()),
+        ("SERVICE_NAME", testkit::unique_name("order-service")),
+        ("PRODUCT_SERVICE_NAME", product_name),
+        ("TOPIC_PREFIX", prefix.clone()),
+        ("GRPC_ADDR", "127.0.0.1:0".into()),
+        ("ORDER_PAYMENT_TIMEOUT", "60s".into()),
+        ("SHUTDOWN_GRACE", "1s".into()),
+        ("JWT_SECRET", SECRET.into()),
+    ]);
+    let orders = order_service::App::build(
+        order_service::Config::from_env(&order_env).expect("order-service config"),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("order-service does not start: {error:#}"));
+    let orders_base = format!("http://127.0.0.1:{}", orders.port());
+    running.push(Running {
+        label: "order-service",
+        stop: orders.shutdown().clone(),
+        task: tokio::spawn(orders.run_until_stopped()),
+    });
+
+    let payment_env = env(&[
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("DATABASE_URL", payment_db),
+        ("NATS_URL", testkit::nats_url()),
+        ("KAFKA_BROKERS", testkit::kafka_brokers()),
+        ("SERVICE_NAME", testkit::unique_name("payment-service")),
+        ("TOPIC_PREFIX", prefix),
+        ("SHUTDOWN_GRACE", "1s".into()),
+    ]);
+    let payments = payment_service::App::build(
+        payment_service::Config::from_env(&payment_env).expect("payment-service config"),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("payment-service does not start: {error:#}"));
+    running.push(Running {
+        label: "payment-service",
+        stop: payments.shutdown().clone(),
+        task: tokio::spawn(payments.run_until_stopped()),
+    });
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("HTTP client");
+    let token = JwtKeys::new(&JwtSettings::hs256(SECRET))
+        .expect("HS256 keys")
+        .issue(&Uuid::now_v7().to_string(), "buyer@example.com")
+        .expect("token issued")
+        .token;
+    let stock = i64::try_from(WARMUP + count + 1000).expect("stock fits");
+    let product_id = create_product(&http, &products_base, &token, stock).await;
+    let shop = Shop {
+        http,
+        orders: orders_base,
+        token,
+        body: json!({"items": [{"product_id": product_id, "quantity": 1}]}),
+    };
+
+    // (a) The saga, on a runtime worker rather than the `main` thread.
+    let saga = join(tokio::spawn(measure_saga(shop, count, period)).await);
+
+    // (b) Raw Kafka on the same broker.
+    let raw = join(tokio::spawn(measure_raw(count, period)).await);
+
+    for server in running {
+        server.stop.trigger();
+        match tokio::time::timeout(Duration::from_secs(5), server.task).await {
+            Ok(outcome) => {
+                if let Err(error) = join(outcome) {
+                    eprintln!("{} stopped with an error: {error}", server.label);
+                }
+            }
+            Err(_) => eprintln!("{} did not stop within 5 s", server.label),
+        }
+    }
+    for database in &databases {
+        testkit::drop_database(database).await;
+    }
+
+    report(count, rate, raw, saga);
+}
+
+/// Creates the product every order buys; its id.
+async fn create_product(http: &reqwest::Client, base: &str, token: &str, stock: i64) -> String {
+    let response = http
+        .post(format!("{base}/products"))
+        .bearer_auth(token)
+        .json(&json!({
+            "name": "Bench espresso cup",
+            "description": "Porcelain, 80 ml, dishwasher safe.",
+            "price_cents": PRICE_CENTS,
+            "stock": stock,
+        }))
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("POST /products failed: {error}"));
+    let status = response.status();
+    let product: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        status,
+        reqwest::StatusCode::CREATED,
+        "POST /products answered {status}: {product}"
+    );
+    product["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a created product without an id: {product}"))
+        .to_owned()
+}
+
+/// Places one order and polls it until `CONFIRMED`; the time from the POST being sent to
+/// `CONFIRMED` being read.
+async fn one_order(shop: Shop) -> Duration {
+    let started = Instant::now();
+    let response = shop
+        .http
+        .post(format!("{}/orders", shop.orders))
+        .bearer_auth(&shop.token)
+        .json(&shop.body)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("POST /orders failed: {error}"));
+    let status = response.status();
+    let order: Value = response.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        status,
+        reqwest::StatusCode::CREATED,
+        "POST /orders answered {status}: {order}"
+    );
+    let id = order["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an order without an id: {order}"))
+        .to_owned();
+    let url = format!("{}/orders/{id}", shop.orders);
+    let mut ticks = tokio::time::interval(POLL);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let response = shop
+            .http
+            .get(&url)
+            .bearer_auth(&shop.token)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET /orders/{id} failed: {error}"));
+        let status = response.status();
+        let order: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            status,
+            reqwest::StatusCode::OK,
+            "GET /orders/{id} answered {status}: {order}"
+        );
+        match order["status"].as_str() {
+            Some("CONFIRMED") => return started.elapsed(),
+            Some("PENDING") => {}
+            _ => panic!("order {id} did not stay on its way to CONFIRMED: {order}"),
+        }
+        assert!(
+            started.elapsed() < CONFIRM_DEADLINE,
+            "order {id} not confirmed after {CONFIRM_DEADLINE:?}: {order}"
+        );
+    }
+}
+
+async fn measure_saga(shop: Shop, count: usize, period: Duration) -> Stats {
+    eprintln!("saga: warming up with {WARMUP} orders, one at a time");
+    for _ in 0..WARMUP {
+        one_order(shop.clone()).await;
+    }
+    eprintln!("saga: {count} orders at one every {period:?}");
+    let samples = at_fixed_rate(count, period, |_| tokio::spawn(one_order(shop.clone()))).await;
+    stats(samples)
+}
+
+/// Starts `count` tasks, the i-th at `i × period` from now, and gathers their results.
+async fn at_fixed_rate<F>(count: usize, period: Duration, mut start: F) -> Vec<Duration>
+where
+    F: FnMut(usize) -> JoinHandle<Duration>,
+{
+    let first = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for index in 0..count {
+        tokio::time::sleep_until(first + period.mul_f64(index as f64)).await;
+        tasks.push(start(index));
+    }
+    let mut samples = Vec::with_capacity(count);
+    for task in tasks {
+        samples.push(join(task.await));
+    }
+    samples
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort_unstable();
+    Stats {
+        p50: percentile(&samples, 0.50),
+        p99: percentile(&samples, 0.99),
+    }
+}
+
+/// Sends one record and waits for the broker's ack.
+async fn produce(producer: FutureProducer, topic: Arc<str>, payload: String) {
+    let key = Uuid::new_v4().to_string();
+    let record = FutureRecord::to(&topic)
+        .key(key.as_str())
+        .payload(payload.as_bytes());
+    if let Err((error, _)) = producer.send(record, DELIVERY_TIMEOUT).await {
+        panic!("producing to {topic} failed: {error}");
+    }
+}
+
+/// What the raw consumer saw: a payload, and when it arrived.
+type Receipt = (String, Instant);
+
+/// The next receipt, or a panic after `deadline`.
+async fn next_receipt(
+    receipts: &mut mpsc::UnboundedReceiver<Receipt>,
+    deadline: Instant,
+) -> Receipt {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, receipts.recv()).await {
+        Ok(Some(receipt)) => receipt,
+        Ok(None) => panic!("the raw consumer stopped"),
+        Err(_) => panic!("the raw consumer received nothing in time"),
+    }
+}
+
+async fn measure_raw(count: usize, period: Duration) -> Stats {
+    let settings = KafkaSettings::new(testkit::kafka_brokers(), "bench-raw");
+    let topic: Arc<str> = Arc::from(testkit::unique_name("bench_raw"));
+    let topics: [&str; 1] = [&topic];
+    ensure_topics(&settings, &topics, contracts::topics::PARTITIONS)
+        .await
+        .unwrap_or_else(|error| panic!("cannot create {topic} (try `just infra`): {error}"));
+
+    let producer: FutureProducer = settings
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        )
+        .create()
+        .expect("raw producer");
+    let consumer: StreamConsumer = settings
+        .client_config()
+        .set("group.id", testkit::unique_name("bench_raw"))
+        .set("enable.auto.commit", "false")
+        // A new group reads from the start: nothing sent before it got its partitions is lost.
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "fetch.wait.max.ms",
+            KafkaSettings::DEFAULT_FETCH_WAIT_MAX
+                .as_millis()
+                .max(1)
+                .to_string(),
+        )
+        .create()
+        .expect("raw consumer");
+    consumer.subscribe(&topics).expect("subscribe");
+
+    let (sender, mut receipts) = mpsc::unbounded_channel::<Receipt>();
+    let consumer_task = tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(message) => {
+                    let received = Instant::now();
+                    let payload =
+                        String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                    if sender.send((payload, received)).is_err() {
+                        return;
+                    }
+                }
+                Err(error) => eprintln!("raw consumer: {error}"),
+            }
+        }
+    });
+
+    // Warm up: the first record arrives once the group has its partitions; then a few round
+    // trips one at a time.
+    eprintln!("raw Kafka: waiting for the consumer's partitions, then {WARMUP} round trips");
+    let deadline = Instant::now() + ASSIGN_DEADLINE;
+    for index in 0..=WARMUP {
+        let marker = format!("warm-{index}");
+        produce(producer.clone(), topic.clone(), marker.clone()).await;
+        loop {
+            let (payload, _) = next_receipt(&mut receipts, deadline).await;
+            if payload == marker {
+                break;
+            }
+        }
+    }
+
+    eprintln!("raw Kafka: {count} records at one every {period:?}");
+    let first = tokio::time::Instant::now();
+    let mut sent: Vec<Instant> = Vec::with_capacity(count);
+    let mut sends = Vec::with_capacity(count);
+    for index in 0..count {
+        tokio::time::sleep_until(first + period.mul_f64(index as f64)).await;
+        sent.push(Instant::now());
+        sends.push(tokio::spawn(produce(
+            producer.clone(),
+            topic.clone(),
+            index.to_string(),
+        )));
+    }
+    let mut latencies: Vec<Option<Duration>> = vec![None; count];
+    let mut missing = count;
+    let deadline = Instant::now() + DELIVERY_TIMEOUT * 2;
+    while missing > 0 {
+        let (payload, received) = next_receipt(&mut receipts, deadline).await;
+        let Ok(index) = payload.parse::<usize>() else {
+            continue;
+        };
+        let slot = latencies
+            .get_mut(index)
+            .unwrap_or_else(|| panic!("an unexpected record: {payload:?}"));
+        if slot.is_none() {
+            *slot = Some(received.saturating_duration_since(sent[index]));
+            missing -= 1;
+        }
+    }
+    for send in sends {
+        join(send.await);
+    }
+    consumer_task.abort();
+    stats(latencies.into_iter().flatten().collect())
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn report(count: usize, rate: usize, raw: Stats, saga: Stats) {
+    println!();
+    println!(
+        "saga benchmark ({count} orders and {count} raw records, each at {rate}/s, same broker; \
+         orders polled every {} ms)",
+        POLL.as_millis()
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>11}",
+        "path", "p50 ms", "p99 ms", "ratio p50"
+    );
+    for (label, stats) in [(RAW, raw), (SAGA, saga)] {
+        let ratio = stats.p50.as_secs_f64() / raw.p50.as_secs_f64();
+        println!(
+            "{label:<28} {:>10.2} {:>10.2} {ratio:>11.2}",
+            millis(stats.p50),
+            millis(stats.p99)
+        );
+    }
+    let per_hop = saga.p50.as_secs_f64() / (SAGA_HOPS * raw.p50.as_secs_f64());
+    println!(
+        "saga p50 / raw p50: {:.2}; saga p50 / ({SAGA_HOPS:.0} x raw p50): {per_hop:.2} \
+         (no goal set: figures only)",
+        saga.p50.as_secs_f64() / raw.p50.as_secs_f64()
+    );
+}
