@@ -100,7 +100,10 @@ impl Default for DeliverySettings {
 pub enum Source {
     /// The JetStream stream the bridge fills (`EVENTS_STREAM`, subjects
     /// `<EVENTS_SUBJECT_PREFIX>.<topic>.<key>`): the low-latency fan-out, and the default.
-    JetStream { stream: String, subject_prefix: String },
+    JetStream {
+        stream: String,
+        subject_prefix: String,
+    },
     /// The Kafka topics directly (what it did before the bridge existed).
     Kafka,
 }
@@ -244,18 +247,27 @@ impl App {
                 let events = EventStream::new(hosted.nats().clone());
                 // The bridge creates the stream too; whoever starts first does.
                 events
-                    .ensure_stream(stream, vec![format!("{subject_prefix}.>")], Duration::from_secs(120))
+                    .ensure_stream(
+                        stream,
+                        vec![format!("{subject_prefix}.>")],
+                        Duration::from_secs(120),
+                    )
                     .await?;
                 let filters: Vec<String> = consumed
                     .iter()
                     .map(|topic| format!("{subject_prefix}.{topic}.>"))
                     .collect();
                 let consumer = events
-                    .durable_consumer(stream, &topics.group(CONSUMER), &filters, Duration::from_secs(30))
+                    .durable_consumer(
+                        stream,
+                        &topics.group(CONSUMER),
+                        &filters,
+                        Duration::from_secs(30),
+                    )
                     .await?;
-                hosted
-                    .shutdown()
-                    .spawn(mesh::jetstream::run_worker(CONSUMER, consumer, token, handle));
+                hosted.shutdown().spawn(mesh::jetstream::run_worker(
+                    CONSUMER, consumer, token, handle,
+                ));
             }
         }
         tracing::info!(

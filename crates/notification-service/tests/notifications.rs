@@ -571,11 +571,16 @@ async fn events_from_the_jetstream_stream_are_notified_once() {
         Some(sender.clone()),
     )
     .await;
-    let nats = async_nats::connect(testkit::nats_url()).await.expect("NATS");
+    let nats = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("NATS");
     let events = mesh::jetstream::EventStream::new(nats);
     let order_id = Uuid::now_v7();
     let event = order_confirmed(order_id);
-    let subject = format!("{subject_prefix}.{}.{order_id}", running.topics.order_confirmed);
+    let subject = format!(
+        "{subject_prefix}.{}.{order_id}",
+        running.topics.order_confirmed
+    );
     events
         .publish(&subject, &event, Some("order_confirmed/0/1"))
         .await
@@ -591,6 +596,10 @@ async fn events_from_the_jetstream_stream_are_notified_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(running.rows().await, 1);
     assert_eq!(sender.calls(), 1, "sent once");
-    events.context().delete_stream(&stream).await.expect("cleanup");
+    events
+        .context()
+        .delete_stream(&stream)
+        .await
+        .expect("cleanup");
     running.stop().await;
 }
