@@ -197,6 +197,26 @@ impl Hosted {
         self.service.shutdown()
     }
 
+    /// Serves `router` on a second listener (a gRPC port) until shutdown; returns where it
+    /// listens.
+    pub async fn serve_also(
+        &self,
+        addr: SocketAddr,
+        router: Router,
+    ) -> Result<SocketAddr, HostError> {
+        let server = kit::server::HttpServer::bind(addr)
+            .await
+            .map_err(|source| HostError::Bind { addr, source })?;
+        let bound = server.local_addr();
+        let token = self.shutdown().token();
+        self.shutdown().spawn(async move {
+            if let Err(error) = server.serve(router, token).await {
+                tracing::error!(%error, %bound, "Listener failed.");
+            }
+        });
+        Ok(bound)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.service.run_until_stopped().await
     }

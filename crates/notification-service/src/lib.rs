@@ -165,6 +165,15 @@ pub struct App {
     hosted: Hosted,
 }
 
+/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
+impl std::ops::Deref for App {
+    type Target = Hosted;
+
+    fn deref(&self) -> &Hosted {
+        &self.hosted
+    }
+}
+
 impl App {
     /// With [`WebhookSender`] when `NOTIFY_WEBHOOK_URL` is set, else [`LogSender`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
@@ -277,14 +286,6 @@ impl App {
             "Sending notifications."
         );
         Ok(Self { hosted })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.hosted.port()
-    }
-
-    pub fn shutdown(&self) -> &kit::Shutdown {
-        self.hosted.shutdown()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use contracts::product::product_service_server::ProductServiceServer;
 use kit::health::PostgresCheck;
-use kit::server::HttpServer;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use middleware::auth::{JwtKeys, JwtSettings};
 use middleware::host::{self, Host, Hosted};
@@ -63,6 +62,15 @@ pub struct App {
     grpc_addr: SocketAddr,
 }
 
+/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
+impl std::ops::Deref for App {
+    type Target = Hosted;
+
+    fn deref(&self) -> &Hosted {
+        &self.hosted
+    }
+}
+
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = host::database(&config.service, &MIGRATOR).await?;
@@ -82,29 +90,14 @@ impl App {
             contracts::FILE_DESCRIPTOR_SET,
         )
         .await?;
-        let grpc_server = HttpServer::bind(config.grpc_addr).await?;
-        let grpc_addr = grpc_server.local_addr();
         let router = routes::router(catalogue, keys).merge(grpc.clone());
         let hosted = host.serve(router, config.service.http_addr).await?;
-        let token = hosted.shutdown().token();
-        hosted.shutdown().spawn(async move {
-            if let Err(error) = grpc_server.serve(grpc, token).await {
-                tracing::error!(%error, "gRPC listener failed.");
-            }
-        });
+        let grpc_addr = hosted.serve_also(config.grpc_addr, grpc).await?;
         Ok(Self { hosted, grpc_addr })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.hosted.port()
     }
 
     pub fn grpc_port(&self) -> u16 {
         self.grpc_addr.port()
-    }
-
-    pub fn shutdown(&self) -> &kit::Shutdown {
-        self.hosted.shutdown()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -44,6 +44,15 @@ pub struct App {
     hosted: Hosted,
 }
 
+/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
+impl std::ops::Deref for App {
+    type Target = Hosted;
+
+    fn deref(&self) -> &Hosted {
+        &self.hosted
+    }
+}
+
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = host::database(&config.service, &MIGRATOR).await?;
@@ -54,14 +63,6 @@ impl App {
             .serve(router(Store::new(pool), keys), config.service.http_addr)
             .await?;
         Ok(Self { hosted })
-    }
-
-    pub fn port(&self) -> u16 {
-        self.hosted.port()
-    }
-
-    pub fn shutdown(&self) -> &kit::Shutdown {
-        self.hosted.shutdown()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
