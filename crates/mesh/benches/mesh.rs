@@ -23,7 +23,10 @@
 //! with NATS already up. `BENCH_SEQUENTIAL` (default 3000) and `BENCH_REQUESTS` (default
 //! 20000) override the counts.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use testkit::bench::{concurrent, count_from_env, join, micros, percentile, sequential, verdict};
 
@@ -91,8 +94,6 @@ async fn main() {
         let payload = payload.clone();
         move || raw_request(client.clone(), raw_subject.clone(), payload.clone())
     };
-    let raw = measure(RAW, raw_call, sequential_count, requests).await;
-    responder.abort();
 
     // 2. Channel over NATS.
     let name = testkit::unique_name("bench");
@@ -110,8 +111,6 @@ async fn main() {
         let payload = payload.clone();
         move || channel_request(channel.clone(), payload.clone(), OVER_NATS)
     };
-    let over_nats = measure(OVER_NATS, nats_call, sequential_count, requests).await;
-    mesh_server.shutdown().await;
 
     // 3. Channel over HTTP/2, to the same router on its own port.
     let http_server = kit::server::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -124,15 +123,22 @@ async fn main() {
     let http_task = tokio::spawn(http_server.serve(echo_router(), stop.clone()));
     let channel = Channel::http(base, "bench");
     let http_call = move || channel_request(channel.clone(), payload.clone(), OVER_HTTP2);
-    let over_http2 = measure(OVER_HTTP2, http_call, sequential_count, requests).await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
 
-    report(
+    let stats = measure(
+        vec![
+            (RAW, boxed(raw_call)),
+            (OVER_NATS, boxed(nats_call)),
+            (OVER_HTTP2, boxed(http_call)),
+        ],
         sequential_count,
         requests,
-        &[(RAW, raw), (OVER_NATS, over_nats), (OVER_HTTP2, over_http2)],
-    );
+    )
+    .await;
+    responder.abort();
+    mesh_server.shutdown().await;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    report(sequential_count, requests, &stats);
 }
 
 async fn connect(url: &str) -> async_nats::Client {
@@ -186,27 +192,64 @@ async fn channel_request(channel: Channel, payload: Bytes, label: &'static str) 
     assert_eq!(body.len(), BODY_LEN, "{label} echoed {} bytes", body.len());
 }
 
-/// Warms up, then measures sequential latency and throughput at [`IN_FLIGHT`], on a runtime
-/// worker (where services run their requests) rather than the `main` thread.
-async fn measure<F, Fut>(label: &str, call: F, sequential_count: usize, requests: usize) -> Stats
+/// One path's request, type-erased so the paths can be measured side by side.
+type Call = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+fn boxed<F, Fut>(call: F) -> Call
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    Arc::new(move || Box::pin(call()))
+}
+
+/// Rounds in which every path takes its turn, in a rotating order, so a disturbance on the
+/// machine (a build, a GC, the other core busy) falls on all paths alike instead of on one.
+const ROUNDS: usize = 4;
+
+/// Warms every path up, then measures sequential latency and throughput at [`IN_FLIGHT`] in
+/// [`ROUNDS`] interleaved rounds, on a runtime worker (where services run their requests).
+async fn measure(
+    paths: Vec<(&'static str, Call)>,
+    sequential_count: usize,
+    requests: usize,
+) -> Vec<(&'static str, Stats)> {
     eprintln!(
-        "{label}: warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight"
+        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight per path, in {ROUNDS} rounds"
     );
     let task = tokio::spawn(async move {
-        sequential(call.clone(), WARMUP).await;
-        concurrent(call.clone(), WARMUP, IN_FLIGHT).await;
-        let mut samples = sequential(call.clone(), sequential_count).await;
-        let elapsed = concurrent(call, requests, IN_FLIGHT).await;
-        samples.sort_unstable();
-        Stats {
-            p50: percentile(&samples, 0.50),
-            p99: percentile(&samples, 0.99),
-            per_second: requests as f64 / elapsed.as_secs_f64(),
+        let share =
+            |total: usize, round: usize| total / ROUNDS + usize::from(round < total % ROUNDS);
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+        let mut elapsed = vec![Duration::ZERO; paths.len()];
+        for (_, call) in &paths {
+            let call = call.clone();
+            sequential(|| call(), WARMUP).await;
+            concurrent(move || call(), WARMUP, IN_FLIGHT).await;
         }
+        for round in 0..ROUNDS {
+            for turn in 0..paths.len() {
+                let index = (turn + round) % paths.len();
+                let call = paths[index].1.clone();
+                samples[index].extend(sequential(|| call(), share(sequential_count, round)).await);
+                elapsed[index] +=
+                    concurrent(move || call(), share(requests, round), IN_FLIGHT).await;
+            }
+        }
+        paths
+            .iter()
+            .zip(samples)
+            .zip(elapsed)
+            .map(|(((label, _), mut samples), elapsed)| {
+                samples.sort_unstable();
+                let stats = Stats {
+                    p50: percentile(&samples, 0.50),
+                    p99: percentile(&samples, 0.99),
+                    per_second: requests as f64 / elapsed.as_secs_f64(),
+                };
+                (*label, stats)
+            })
+            .collect()
     });
     join(task.await)
 }
