@@ -4,6 +4,11 @@
 //! router and hands it to [`runtime::Service`], which serves it next to `/health`, `/ready`
 //! and `/metrics` until SIGINT/SIGTERM, then drains in-flight requests and background tasks.
 
+/// Every Shopmesh process allocates through mimalloc: under load, glibc's malloc showed up
+/// in profiles as arena-lock contention between the runtime's threads (`just bench-mesh`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod config;
 pub mod db;
