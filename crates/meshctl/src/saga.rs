@@ -1,5 +1,5 @@
-//! `meshctl saga <order-id>`: the events of one order from the JetStream stream, in stream
-//! order, with the time since the first event and since the previous one (from `ce_time`).
+//! `meshctl saga <order-id>`: the events of one order from the JetStream stream, in emission
+//! order (`ce_time`), with the time since the first event and since the previous one.
 //!
 //! An ordered consumer filtered on `<prefix>.*.<order-id>` delivers every stored message of
 //! the order; reading stops when the consumer reports nothing pending (caught up).
@@ -91,6 +91,9 @@ pub async fn run(
     if steps.is_empty() {
         bail!("no events for order {order_id} in stream {stream_name} (subjects {filter})");
     }
+    // Saga order is emission order: the bridge keeps each partition's order, but an order's
+    // events live on several topics and may be mirrored in another order than emitted.
+    steps.sort_by_key(|step| (step.view.time, step.sequence));
     for line in render(&steps) {
         println!("{line}");
     }
