@@ -50,6 +50,9 @@ const P50_GOAL: f64 = 1.15;
 const THROUGHPUT_GOAL: f64 = 1.0;
 
 const RAW: &str = "raw async-nats";
+/// Raw request/reply carrying the headers the mesh sends (method, path, budget, content
+/// type) and answering with the ones it returns: what the wire format alone costs.
+const RAW_HEADERS: &str = "raw + mesh headers";
 const OVER_NATS: &str = "Channel over NATS";
 const OVER_HTTP2: &str = "Channel over HTTP/2";
 
@@ -82,13 +85,29 @@ async fn main() {
             let Some(reply) = message.reply else {
                 continue;
             };
-            if let Err(error) = responder_client.publish(reply, message.payload).await {
+            let sent = if message.headers.is_some() {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("content-type", "application/octet-stream");
+                headers.insert("Mesh-Status", "200");
+                responder_client
+                    .publish_with_headers(reply, headers, message.payload)
+                    .await
+            } else {
+                responder_client.publish(reply, message.payload).await
+            };
+            if let Err(error) = sent {
                 eprintln!("raw reply not sent: {error}");
             }
         }
     });
     // The server has the subscription before the first request goes out.
     server_side.flush().await.expect("flush");
+    let raw_headers_call = {
+        let client = client_side.clone();
+        let payload = payload.clone();
+        let subject = raw_subject.clone();
+        move || raw_headers_request(client.clone(), subject.clone(), payload.clone())
+    };
     let raw_call = {
         let client = client_side.clone();
         let payload = payload.clone();
@@ -127,6 +146,7 @@ async fn main() {
     let stats = measure(
         vec![
             (RAW, boxed(raw_call)),
+            (RAW_HEADERS, boxed(raw_headers_call)),
             (OVER_NATS, boxed(nats_call)),
             (OVER_HTTP2, boxed(http_call)),
         ],
@@ -161,6 +181,27 @@ async fn raw_request(client: async_nats::Client, subject: String, payload: Bytes
         reply.payload.len(),
         BODY_LEN,
         "{RAW} echoed {} bytes",
+        reply.payload.len()
+    );
+}
+
+async fn raw_headers_request(client: async_nats::Client, subject: String, payload: Bytes) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/octet-stream");
+    headers.insert("Mesh-Method", "POST");
+    headers.insert("Mesh-Path", "/echo");
+    headers.insert("Mesh-Timeout-Ms", "10000");
+    let reply = client
+        .send_request(
+            subject,
+            async_nats::Request::new().headers(headers).payload(payload),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{RAW_HEADERS} request failed: {error}"));
+    assert_eq!(
+        reply.payload.len(),
+        BODY_LEN,
+        "{RAW_HEADERS} echoed {} bytes",
         reply.payload.len()
     );
 }
