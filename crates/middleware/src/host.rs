@@ -126,6 +126,18 @@ impl Host {
         })
     }
 
+    /// [`Host::connect`] plus the service's own database (created if missing, migrated),
+    /// whose health `/ready` then reports too.
+    pub async fn with_database(
+        config: &ServiceConfig,
+        migrator: &Migrator,
+    ) -> Result<(Self, PgPool), HostError> {
+        let pool = database(config, migrator).await?;
+        let mut host = Self::connect(config).await?;
+        host.readiness.add(kit::health::PostgresCheck(pool.clone()));
+        Ok((host, pool))
+    }
+
     /// The standard server layers, in request order.
     pub fn standard_layers(router: Router, metrics: &Metrics) -> Router {
         router.layer(
@@ -220,4 +232,19 @@ impl Hosted {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.service.run_until_stopped().await
     }
+}
+
+/// `impl Deref<Target = Hosted>` for a service's `App` holding its [`Hosted`] in a field
+/// named `hosted`, so `app.port()`, `app.shutdown()` and friends need no delegating methods.
+#[macro_export]
+macro_rules! app_derefs_to_hosted {
+    ($app:ty) => {
+        impl ::std::ops::Deref for $app {
+            type Target = $crate::host::Hosted;
+
+            fn deref(&self) -> &Self::Target {
+                &self.hosted
+            }
+        }
+    };
 }

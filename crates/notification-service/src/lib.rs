@@ -17,12 +17,11 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use mesh::jetstream::EventStream;
 use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
 use mesh::outbox::OutboxRelay;
-use middleware::host::{self, Host, Hosted};
+use middleware::host::{Host, Hosted};
 use tokio::sync::mpsc;
 
 pub use render::{Rendered, money, render};
@@ -165,14 +164,8 @@ pub struct App {
     hosted: Hosted,
 }
 
-/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
-impl std::ops::Deref for App {
-    type Target = Hosted;
-
-    fn deref(&self) -> &Hosted {
-        &self.hosted
-    }
-}
+// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+middleware::app_derefs_to_hosted!(App);
 
 impl App {
     /// With [`WebhookSender`] when `NOTIFY_WEBHOOK_URL` is set, else [`LogSender`].
@@ -192,12 +185,10 @@ impl App {
         config: Config,
         sender: Arc<dyn Sender>,
     ) -> anyhow::Result<Self> {
-        let pool = host::database(&config.service, &MIGRATOR).await?;
+        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         mesh::store::install_schema(&pool).await?;
         config.saga.ensure_topics().await?;
 
-        let mut host = Host::connect(&config.service).await?;
-        host.readiness.add(PostgresCheck(pool.clone()));
         host.readiness
             .add(KafkaCheck::new(&config.saga.kafka, Duration::from_secs(2))?);
         let producer = EventProducer::new(&config.saga.kafka)?;

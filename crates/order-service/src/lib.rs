@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use contracts::order::order_service_server::OrderServiceServer;
-use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, SagaSettings, run_worker};
 use mesh::outbox::OutboxRelay;
@@ -90,18 +89,12 @@ pub struct App {
     grpc_addr: SocketAddr,
 }
 
-/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
-impl std::ops::Deref for App {
-    type Target = Hosted;
-
-    fn deref(&self) -> &Hosted {
-        &self.hosted
-    }
-}
+// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = host::database(&config.service, &MIGRATOR).await?;
+        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         mesh::store::install_schema(&pool).await?;
         config.saga.ensure_topics().await?;
         let keys = JwtKeys::new(&config.jwt)?;
@@ -116,8 +109,6 @@ impl App {
             ],
         )?;
 
-        let mut host = Host::connect(&config.service).await?;
-        host.readiness.add(PostgresCheck(pool.clone()));
         host.readiness
             .add(KafkaCheck::new(kafka, Duration::from_secs(2))?);
         let channel = Channel::for_transport(

@@ -13,8 +13,6 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kit::db::{self, PoolSettings};
-use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
 use mesh::outbox::OutboxRelay;
@@ -70,29 +68,15 @@ pub struct App {
     hosted: Hosted,
 }
 
-/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
-impl std::ops::Deref for App {
-    type Target = Hosted;
-
-    fn deref(&self) -> &Hosted {
-        &self.hosted
-    }
-}
+// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let database_url = config
-            .service
-            .database_url
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("DATABASE_URL is required"))?;
-        let pool =
-            db::connect_and_migrate(&database_url, &MIGRATOR, &PoolSettings::default()).await?;
+        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         mesh::store::install_schema(&pool).await?;
         config.saga.ensure_topics().await?;
 
-        let mut host = Host::connect(&config.service).await?;
-        host.readiness.add(PostgresCheck(pool.clone()));
         host.readiness
             .add(KafkaCheck::new(&config.saga.kafka, Duration::from_secs(2))?);
         let producer = EventProducer::new(&config.saga.kafka)?;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use contracts::product::product_service_server::ProductServiceServer;
-use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use middleware::auth::{JwtKeys, JwtSettings};
 use middleware::host::{self, Host, Hosted};
@@ -62,21 +61,13 @@ pub struct App {
     grpc_addr: SocketAddr,
 }
 
-/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
-impl std::ops::Deref for App {
-    type Target = Hosted;
-
-    fn deref(&self) -> &Hosted {
-        &self.hosted
-    }
-}
+// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = host::database(&config.service, &MIGRATOR).await?;
+        let (host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         let keys = JwtKeys::new(&config.jwt)?;
-        let mut host = Host::connect(&config.service).await?;
-        host.readiness.add(PostgresCheck(pool.clone()));
         let cache = ProductCache::connect(&config.redis_url, config.cache_ttl, &host.metrics)?;
         let catalogue = Catalogue {
             store: Store::new(pool),

@@ -7,10 +7,9 @@ mod routes;
 mod store;
 mod validate;
 
-use kit::health::PostgresCheck;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use middleware::auth::{JwtKeys, JwtSettings};
-use middleware::host::{self, Host, Hosted};
+use middleware::host::{Host, Hosted};
 
 pub use routes::router;
 pub use store::Store;
@@ -44,21 +43,13 @@ pub struct App {
     hosted: Hosted,
 }
 
-/// `port()`, `shutdown()`, `metrics()`: what [`Hosted`] offers, on the app.
-impl std::ops::Deref for App {
-    type Target = Hosted;
-
-    fn deref(&self) -> &Hosted {
-        &self.hosted
-    }
-}
+// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = host::database(&config.service, &MIGRATOR).await?;
+        let (host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         let keys = JwtKeys::new(&config.jwt)?;
-        let mut host = Host::connect(&config.service).await?;
-        host.readiness.add(PostgresCheck(pool.clone()));
         let hosted = host
             .serve(router(Store::new(pool), keys), config.service.http_addr)
             .await?;
