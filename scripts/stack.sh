@@ -36,6 +36,7 @@ create_databases() {
 jwt_secret() {
   # One development secret per checkout, shared by every service that verifies tokens.
   local file="$RUN_DIR/jwt_secret"
+  mkdir -p "$RUN_DIR"
   [[ -s $file ]] || head -c 32 /dev/urandom | base64 | tr -d '\n=' >"$file"
   cat "$file"
 }
