@@ -54,6 +54,17 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// A failed database call: 503 when Postgres cannot be reached or no pooled connection
+    /// freed up in time (worth retrying later), otherwise a 500 that hides the cause.
+    /// `database` names it in the message ("the order database is unavailable").
+    pub fn database(error: sqlx::Error, database: &str) -> Self {
+        if database_unreachable(&error) {
+            tracing::warn!(%error, "Database unavailable.");
+            return Self::unavailable(format!("the {database} database is unavailable"));
+        }
+        Self::internal(error)
+    }
+
     /// Logs `error` and answers a 500 that reveals nothing about it.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "Internal error.");
@@ -69,6 +80,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::error::error_response::<axum::body::Body>(self.status, self.code, &self.message)
     }
+}
+
+/// Postgres is down or saturated, as opposed to a query that is wrong: what callers map to
+/// "unavailable" (HTTP 503, gRPC UNAVAILABLE).
+pub fn database_unreachable(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
 }
 
 /// `Json<T>` with rejections in the contract's shape.

@@ -85,11 +85,5 @@ async fn replay(
 }
 
 fn database(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            ApiError::unavailable("the notification database is unavailable")
-        }
-        other => ApiError::internal(other),
-    }
+    ApiError::database(error, "notification")
 }

@@ -7,13 +7,7 @@ use crate::orders::PlaceError;
 use crate::products::StockError;
 
 pub fn database(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            ApiError::unavailable("the order database is unavailable")
-        }
-        other => ApiError::internal(other),
-    }
+    ApiError::database(error, "order")
 }
 
 impl From<PlaceError> for ApiError {

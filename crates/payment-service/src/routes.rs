@@ -31,11 +31,5 @@ async fn show(
 }
 
 fn database(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            ApiError::unavailable("the payment database is unavailable")
-        }
-        other => ApiError::internal(other),
-    }
+    ApiError::database(error, "payment")
 }

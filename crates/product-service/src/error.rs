@@ -5,26 +5,16 @@ use kit::api::ApiError;
 use crate::store::ReserveError;
 
 pub fn database(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            ApiError::unavailable("the product database is unavailable")
-        }
-        other => ApiError::internal(other),
-    }
+    ApiError::database(error, "product")
 }
 
 pub fn database_status(error: sqlx::Error) -> tonic::Status {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            tonic::Status::unavailable("the product database is unavailable")
-        }
-        other => {
-            tracing::error!(error = %other, "Internal error.");
-            tonic::Status::internal("internal error")
-        }
+    if kit::api::database_unreachable(&error) {
+        tracing::warn!(%error, "Database unavailable.");
+        return tonic::Status::unavailable("the product database is unavailable");
     }
+    tracing::error!(%error, "Internal error.");
+    tonic::Status::internal("internal error")
 }
 
 impl From<ReserveError> for tonic::Status {

@@ -17,13 +17,7 @@ impl From<StoreError> for ApiError {
 }
 
 pub fn database(error: sqlx::Error) -> ApiError {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "Database unavailable.");
-            ApiError::unavailable("the user database is unavailable")
-        }
-        other => ApiError::internal(other),
-    }
+    ApiError::database(error, "user")
 }
 
 pub fn password(error: PasswordError) -> ApiError {
