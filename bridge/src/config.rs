@@ -68,7 +68,7 @@ impl BridgeConfig {
         };
         let stream = env.string_or("EVENTS_STREAM", contracts::topics::EVENTS_STREAM);
         if stream.contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace()) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "EVENTS_STREAM",
                 &stream,
                 "a stream name cannot contain '.', '*', '>' or whitespace",
@@ -76,7 +76,7 @@ impl BridgeConfig {
         }
         let subject_prefix = env.string_or("BRIDGE_SUBJECT_PREFIX", DEFAULT_SUBJECT_PREFIX);
         if !subject::is_literal_subject(&subject_prefix) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "BRIDGE_SUBJECT_PREFIX",
                 &subject_prefix,
                 "expected a subject without wildcards, like events or t1.events",
@@ -84,7 +84,7 @@ impl BridgeConfig {
         }
         let status_subject = env.string_or("BRIDGE_STATUS_SUBJECT", DEFAULT_STATUS_SUBJECT);
         if !subject::is_literal_subject(&status_subject) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "BRIDGE_STATUS_SUBJECT",
                 &status_subject,
                 "expected a subject without wildcards",
@@ -92,11 +92,19 @@ impl BridgeConfig {
         }
         let max_in_flight = env.parse_or("BRIDGE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)?;
         if max_in_flight == 0 {
-            return Err(invalid("BRIDGE_MAX_IN_FLIGHT", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "BRIDGE_MAX_IN_FLIGHT",
+                "0",
+                "must be at least 1",
+            ));
         }
         let commit_batch = env.parse_or("BRIDGE_COMMIT_BATCH", 500usize)?;
         if commit_batch == 0 {
-            return Err(invalid("BRIDGE_COMMIT_BATCH", "0", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "BRIDGE_COMMIT_BATCH",
+                "0",
+                "must be at least 1",
+            ));
         }
         let reverse = match env.get("BRIDGE_REVERSE") {
             Some(raw) => parse_reverse(raw)?,
@@ -128,20 +136,12 @@ impl BridgeConfig {
     }
 }
 
-fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        name: name.into(),
-        value: value.into(),
-        reason: reason.into(),
-    }
-}
-
 /// A duration that must not be zero (intervals and timeouts of zero make no sense, and a
 /// zero `tokio::time::interval` panics).
 fn positive(env: &Env, name: &str, default: Duration) -> Result<Duration, ConfigError> {
     let value = env.duration_or(name, default)?;
     if value.is_zero() {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             name,
             env.get(name).unwrap_or("0"),
             "must be above zero",
@@ -158,17 +158,21 @@ fn parse_topics(raw: &str) -> Result<Vec<String>, ConfigError> {
         .map(str::to_owned)
         .collect();
     if topics.is_empty() {
-        return Err(invalid("BRIDGE_TOPICS", raw, "expected at least one topic"));
+        return Err(ConfigError::invalid(
+            "BRIDGE_TOPICS",
+            raw,
+            "expected at least one topic",
+        ));
     }
     // librdkafka reads a leading '^' as a regex subscription: topics are listed, not matched.
     if let Some(bad) = topics
         .iter()
         .find(|t| t.starts_with('^') || t.contains(|c: char| c.is_whitespace()))
     {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "BRIDGE_TOPICS",
             raw,
-            &format!("{bad:?} is not a topic name"),
+            format!("{bad:?} is not a topic name"),
         ));
     }
     Ok(topics)
@@ -180,25 +184,25 @@ fn parse_reverse(raw: &str) -> Result<Vec<ReverseMapping>, ConfigError> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| -> Result<ReverseMapping, ConfigError> {
             let (subject, topic) = pair.split_once("=>").ok_or_else(|| {
-                invalid(
+                ConfigError::invalid(
                     "BRIDGE_REVERSE",
                     raw,
-                    &format!("{pair:?} is not subject=>topic"),
+                    format!("{pair:?} is not subject=>topic"),
                 )
             })?;
             let (subject, topic) = (subject.trim(), topic.trim());
             if !subject::is_valid_filter(subject) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "BRIDGE_REVERSE",
                     raw,
-                    &format!("{subject:?} is not a subject"),
+                    format!("{subject:?} is not a subject"),
                 ));
             }
             if topic.is_empty() || topic.contains(|c: char| c.is_whitespace()) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     "BRIDGE_REVERSE",
                     raw,
-                    &format!("{topic:?} is not a topic name"),
+                    format!("{topic:?} is not a topic name"),
                 ));
             }
             Ok(ReverseMapping {

@@ -67,7 +67,7 @@ impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let max_body_bytes = env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?;
         if max_body_bytes == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "MAX_BODY_BYTES",
                 "0",
                 "expected a positive number of bytes",
@@ -75,7 +75,7 @@ impl Config {
         }
         let request_timeout = env.duration_or("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?;
         if request_timeout.is_zero() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "REQUEST_TIMEOUT",
                 &env.string_or("REQUEST_TIMEOUT", ""),
                 "expected a positive duration such as 10s",
@@ -116,17 +116,10 @@ impl Config {
     }
 }
 
-fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name: name.into(),
-        value: value.into(),
-        reason: reason.into(),
-    }
-}
-
 fn non_zero(env: &Env, name: &str, default: u32) -> Result<NonZeroU32, ConfigError> {
     let value: u32 = env.parse_or(name, default)?;
-    NonZeroU32::new(value).ok_or_else(|| invalid(name, "0", "expected a positive integer"))
+    NonZeroU32::new(value)
+        .ok_or_else(|| ConfigError::invalid(name, "0", "expected a positive integer"))
 }
 
 /// `<PREFIX>_NAME` and `<PREFIX>_URL`.
@@ -139,7 +132,7 @@ fn upstream(
     let name_var = format!("{prefix}_NAME");
     let name = env.string_or(&name_var, default_name);
     if !is_service_name(&name) {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             &name_var,
             &name,
             "expected letters, digits, '-' or '_' (the name is a NATS subject token)",
@@ -147,7 +140,8 @@ fn upstream(
     }
     let url_var = format!("{prefix}_URL");
     let raw = env.string_or(&url_var, default_url);
-    let http_base = http_base(&raw).map_err(|reason| invalid(&url_var, &raw, reason))?;
+    let http_base =
+        http_base(&raw).map_err(|reason| ConfigError::invalid(&url_var, &raw, reason))?;
     Ok(UpstreamConfig { name, http_base })
 }
 
@@ -186,15 +180,15 @@ fn cors_origins(env: &Env) -> Result<CorsOrigins, ConfigError> {
     let mut origins = Vec::new();
     for origin in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         if origin == "*" {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 NAME,
                 &raw,
                 "\"*\" cannot be combined with other origins",
             ));
         }
-        check_origin(origin).map_err(|reason| invalid(NAME, &raw, reason))?;
+        check_origin(origin).map_err(|reason| ConfigError::invalid(NAME, &raw, reason))?;
         let value = HeaderValue::from_str(origin).map_err(|_| {
-            invalid(
+            ConfigError::invalid(
                 NAME,
                 &raw,
                 format!("{origin:?} is not a valid header value"),
@@ -203,7 +197,7 @@ fn cors_origins(env: &Env) -> Result<CorsOrigins, ConfigError> {
         origins.push(value);
     }
     if origins.is_empty() {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             NAME,
             &raw,
             "expected * or a comma-separated list of origins",

@@ -24,6 +24,15 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// `name` is set to `value`, which cannot be used because of `reason`.
+    pub fn invalid(name: &str, value: &str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            name: name.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// The environment variable the error is about.
     pub fn variable(&self) -> &str {
         match self {

@@ -54,29 +54,17 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let invalid = |name: &str, value: &str, reason: String| ConfigError::Invalid {
-            name: name.into(),
-            value: value.into(),
-            reason,
-        };
-        let transport_raw = env.string_or("MESH_TRANSPORT", "nats");
-        let transport = transport_raw
-            .parse()
-            .map_err(|e: mesh::rpc::TransportParseError| {
-                invalid("MESH_TRANSPORT", &transport_raw, e.to_string())
-            })?;
-        let url_raw = env.string_or("PRODUCT_GRPC_URL", "http://127.0.0.1:50052");
-        let product_grpc_url = url_raw.parse().map_err(|e: http::uri::InvalidUri| {
-            invalid("PRODUCT_GRPC_URL", &url_raw, e.to_string())
-        })?;
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
             jwt: JwtSettings::from_env(env)?,
             saga: SagaSettings::from_env(env, "order-service")?,
             grpc_addr: env.parse_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50051)))?,
-            transport,
+            transport: env.parse_or("MESH_TRANSPORT", Transport::Nats)?,
             product_service: env.string_or("PRODUCT_SERVICE_NAME", "product-service"),
-            product_grpc_url,
+            product_grpc_url: env.parse_or(
+                "PRODUCT_GRPC_URL",
+                http::Uri::from_static("http://127.0.0.1:50052"),
+            )?,
             payment_timeout: env.duration_or("ORDER_PAYMENT_TIMEOUT", Duration::from_secs(30))?,
             sweep_interval: env.duration_or("ORDER_SWEEP_INTERVAL", Duration::from_secs(1))?,
         })
