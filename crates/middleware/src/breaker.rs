@@ -6,6 +6,7 @@
 //! with property tests) separately from the tower plumbing ([`CircuitBreakerLayer`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -244,6 +245,26 @@ impl CircuitBreakerLayer {
 
     pub fn state(&self) -> BreakerState {
         self.shared.with_machine(|m| m.state())
+    }
+
+    /// Runs `work` under the breaker, for dependencies that are not tower services (a Redis
+    /// client): `Err(Rejected)` without running it while the circuit is open, otherwise its
+    /// result, counted as a failure when it is `Err`.
+    pub async fn guard<T, E, F>(&self, work: F) -> Result<Result<T, E>, Rejected>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let transition = self
+            .shared
+            .with_machine(|m| m.try_acquire(Instant::now()))?;
+        self.shared.report(transition);
+        let permit = Permit {
+            shared: self.shared.clone(),
+            settled: false,
+        };
+        let result = work.await;
+        permit.settle(result.is_err());
+        Ok(result)
     }
 }
 

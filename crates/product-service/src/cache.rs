@@ -13,9 +13,8 @@ use std::time::Duration;
 use fred::prelude::{
     Builder, Client, ClientLike, Config, Expiration, KeysInterface, ReconnectPolicy,
 };
-use middleware::breaker::{BreakerConfig, BreakerMachine};
+use middleware::breaker::{BreakerConfig, CircuitBreakerLayer};
 use prometheus::IntCounterVec;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::store::Product;
@@ -24,26 +23,9 @@ use crate::store::Product;
 pub struct ProductCache {
     client: Client,
     ttl: Duration,
-    breaker: Mutex<BreakerMachine>,
+    breaker: CircuitBreakerLayer,
     pending_invalidations: Mutex<HashSet<Uuid>>,
     lookups: IntCounterVec,
-}
-
-/// Gives a half-open probe slot back if the caller is cancelled mid-command.
-struct Permit<'a> {
-    breaker: &'a Mutex<BreakerMachine>,
-    settled: bool,
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.breaker
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .abandon();
-        }
-    }
 }
 
 fn key(id: Uuid) -> String {
@@ -100,13 +82,17 @@ impl ProductCache {
         Ok(Self {
             client,
             ttl,
-            breaker: Mutex::new(BreakerMachine::new(BreakerConfig {
-                window: 10,
-                min_calls: 3,
-                failure_rate: 0.5,
-                open_for: Duration::from_secs(2),
-                half_open_probes: 1,
-            })),
+            breaker: CircuitBreakerLayer::new(
+                "redis",
+                BreakerConfig {
+                    window: 10,
+                    min_calls: 3,
+                    failure_rate: 0.5,
+                    open_for: Duration::from_secs(2),
+                    half_open_probes: 1,
+                },
+                Some(metrics),
+            ),
             pending_invalidations: Mutex::new(HashSet::new()),
             lookups: metrics.register(lookups),
         })
@@ -173,37 +159,14 @@ impl ProductCache {
         &self,
         command: impl Future<Output = Result<T, fred::error::Error>>,
     ) -> Option<Result<T, fred::error::Error>> {
-        let allowed = self
-            .breaker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .try_acquire(Instant::now());
-        if let Ok(Some((from, to))) = allowed {
-            tracing::info!(?from, ?to, "Redis circuit changed.");
-        }
-        if allowed.is_err() {
-            return None;
-        }
-        let mut permit = Permit {
-            breaker: &self.breaker,
-            settled: false,
-        };
-        // Invalidations missed during an outage go first: the command must not read an
-        // entry that should have been deleted.
-        let result = match self.replay_invalidations().await {
-            Ok(()) => command.await,
-            Err(error) => Err(error),
-        };
-        permit.settled = true;
-        let transition = self
-            .breaker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(Instant::now(), result.is_err());
-        if let Some((from, to)) = transition {
-            tracing::warn!(?from, ?to, "Redis circuit changed.");
-        }
-        Some(result)
+        // Boxed: fred's command futures are large, and this one holds two of them.
+        let work = Box::pin(async {
+            // Invalidations missed during an outage go first: the command must not read an
+            // entry that should have been deleted.
+            self.replay_invalidations().await?;
+            command.await
+        });
+        self.breaker.guard(work).await.ok()
     }
 
     async fn replay_invalidations(&self) -> Result<(), fred::error::Error> {
