@@ -64,6 +64,35 @@ impl RetryPolicy {
         }
     }
 
+    /// Retries `call` under the same rules (budget, backoff, at most `max_retries` more
+    /// attempts) for calls that cannot go through the tower layer: tonic clients, whose
+    /// request bodies cannot be cloned. The caller vouches that the call is idempotent
+    /// (a stock reservation by id is) and says which errors are worth another attempt.
+    pub async fn run<T, E, F, Fut>(&self, call: F, transient: impl Fn(&E) -> bool) -> Result<T, E>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.budget.deposit();
+        let mut policy = self.clone();
+        loop {
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            if !transient(&error)
+                || policy.attempt >= policy.settings.max_retries
+                || !policy.budget.withdraw()
+            {
+                return Err(error);
+            }
+            let delay = policy.backoff();
+            policy.attempt += 1;
+            tracing::debug!(attempt = policy.attempt, ?delay, "Retrying.");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// A `tower::retry::RetryLayer` using this policy.
     pub fn layer(self) -> tower::retry::RetryLayer<Self> {
         tower::retry::RetryLayer::new(self)
@@ -251,6 +280,48 @@ mod tests {
             retries >= 150,
             "the budget should allow about 20%: {retries}"
         );
+    }
+
+    #[tokio::test]
+    async fn run_retries_transient_errors_only_and_at_most_max_retries() {
+        let policy = RetryPolicy::new(fast());
+        let calls = AtomicUsize::new(0);
+        let always_down = policy
+            .run(
+                || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>("unavailable") }
+                },
+                |e: &&str| *e == "unavailable",
+            )
+            .await;
+        assert_eq!(always_down, Err("unavailable"));
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "1 attempt + 2 retries");
+
+        let calls = AtomicUsize::new(0);
+        let refused = policy
+            .run(
+                || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Err::<(), _>("insufficient stock") }
+                },
+                |e: &&str| *e == "unavailable",
+            )
+            .await;
+        assert_eq!(refused, Err("insufficient stock"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicUsize::new(0);
+        let recovered = policy
+            .run(
+                || {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    async move { if n == 0 { Err("unavailable") } else { Ok(n) } }
+                },
+                |e: &&str| *e == "unavailable",
+            )
+            .await;
+        assert_eq!(recovered, Ok(1));
     }
 
     #[test]

@@ -1,11 +1,10 @@
 //! Stock, through product-service's gRPC API over the mesh (or HTTP/2, `MESH_TRANSPORT`).
 
-use std::time::Duration;
-
 use contracts::product::product_service_client::ProductServiceClient;
 use contracts::product::{Item as ItemMessage, ReleaseStockRequest, ReserveStockRequest};
 use mesh::rpc::Channel;
 use middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use middleware::retry::{RetryPolicy, RetrySettings};
 use tonic::Code;
 use tower::Layer;
 use uuid::Uuid;
@@ -46,14 +45,14 @@ impl StockError {
     }
 }
 
-/// Reserve and release are idempotent by reservation id, so they are safe to retry (the
-/// generic retry layer only retries idempotent HTTP methods, and gRPC is always POST).
+/// Reserve and release are idempotent by reservation id, so they are safe to retry. The
+/// tower retry layer cannot wrap a tonic client (its request bodies cannot be cloned, and
+/// gRPC is always POST), so the same policy runs around each call instead.
 #[derive(Debug, Clone)]
 pub struct Products {
     client: ProductServiceClient<CircuitBreaker<Channel>>,
+    retry: RetryPolicy,
 }
-
-const ATTEMPTS: u32 = 3;
 
 impl Products {
     pub fn new(channel: Channel, metrics: &kit::Metrics) -> Self {
@@ -61,6 +60,7 @@ impl Products {
             CircuitBreakerLayer::new("product-service", BreakerConfig::default(), Some(metrics));
         Self {
             client: ProductServiceClient::new(breaker.layer(channel)),
+            retry: RetryPolicy::new(RetrySettings::default()),
         }
     }
 
@@ -121,22 +121,19 @@ impl Products {
         F: Fn(ProductServiceClient<CircuitBreaker<Channel>>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut delay = Duration::from_millis(50);
-        let mut attempt = 1;
-        loop {
-            match call(self.client.clone()).await {
-                Ok(response) => return Ok(response.into_inner()),
-                Err(status) => {
-                    let error = StockError::from(status);
-                    if !error.is_transient() || attempt >= ATTEMPTS {
-                        return Err(error);
+        self.retry
+            .run(
+                || {
+                    let response = call(self.client.clone());
+                    async move {
+                        response
+                            .await
+                            .map(tonic::Response::into_inner)
+                            .map_err(StockError::from)
                     }
-                    tracing::debug!(%error, attempt, "Retrying product-service.");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                    attempt += 1;
-                }
-            }
-        }
+                },
+                StockError::is_transient,
+            )
+            .await
     }
 }
