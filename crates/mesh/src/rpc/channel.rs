@@ -64,7 +64,8 @@ pub enum ChannelError {
 enum Target {
     Nats {
         client: async_nats::Client,
-        subject: Arc<str>,
+        // A `Subject` is shared bytes: cloning it per request allocates nothing.
+        subject: async_nats::Subject,
     },
     Http {
         // Boxed: the hyper client is several times larger than a NATS handle.
@@ -73,24 +74,29 @@ enum Target {
     },
 }
 
-/// A client for one service.
+/// A client for one service. Cloning it is one reference count: tower clones services per
+/// call (the retry layer, tonic), and an async-nats client is costly to clone (it
+/// allocates), so the channel's state lives behind one `Arc`.
 #[derive(Clone)]
-pub struct Channel {
-    service: Arc<str>,
+pub struct Channel(Arc<Endpoint>);
+
+#[derive(Clone)]
+struct Endpoint {
+    service: Box<str>,
     target: Target,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target = match &self.target {
+        let target = match &self.0.target {
             Target::Nats { subject, .. } => format!("nats {subject}"),
             Target::Http { base, .. } => format!("http {base}"),
         };
         f.debug_struct("Channel")
-            .field("service", &self.service)
+            .field("service", &self.0.service)
             .field("target", &target)
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.0.timeout)
             .finish()
     }
 }
@@ -98,16 +104,18 @@ impl std::fmt::Debug for Channel {
 impl Channel {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+    fn new(service: &str, target: Target) -> Self {
+        Self(Arc::new(Endpoint {
+            service: service.into(),
+            target,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }))
+    }
+
     /// Reaches `service` over NATS.
     pub fn nats(client: async_nats::Client, service: &str) -> Self {
-        Self {
-            service: service.into(),
-            target: Target::Nats {
-                client,
-                subject: wire::subject_for(service).into(),
-            },
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        let subject = wire::subject_for(service).into();
+        Self::new(service, Target::Nats { client, subject })
     }
 
     /// Reaches `service` over HTTP/2 at `base` (scheme and authority, e.g. `http://127.0.0.1:8081`).
@@ -118,14 +126,8 @@ impl Channel {
         let client = HttpClient::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector);
-        Self {
-            service: service.into(),
-            target: Target::Http {
-                client: Box::new(client),
-                base,
-            },
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        let client = Box::new(client);
+        Self::new(service, Target::Http { client, base })
     }
 
     /// The transport is a setting: the same call site gets either channel.
@@ -143,15 +145,17 @@ impl Channel {
 
     /// The budget of a request that carries no [`Deadline`] of its own.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        Arc::make_mut(&mut self.0).timeout = timeout;
         self
     }
 
     pub fn service(&self) -> &str {
-        &self.service
+        &self.0.service
     }
+}
 
-    async fn send<B>(self, request: Request<B>) -> Result<Response<MeshBody>, ChannelError>
+impl Endpoint {
+    async fn send<B>(&self, request: Request<B>) -> Result<Response<MeshBody>, ChannelError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -165,7 +169,11 @@ impl Channel {
             Deadline::current(),
         );
         let budget = deadline.map_or(self.timeout, |d| d.remaining().min(self.timeout));
-        let budget = grpc_timeout(&parts.headers).map_or(budget, |t| t.min(budget));
+        let budget = if grpc {
+            grpc_timeout(&parts.headers).map_or(budget, |t| t.min(budget))
+        } else {
+            budget
+        };
         if budget.is_zero() {
             let msg = format!("the deadline passed before {} was called", self.service);
             return Ok(into_mesh_body(mesh_error_response(
@@ -196,7 +204,7 @@ impl Channel {
                     .headers(headers)
                     .payload(body)
                     .timeout(Some(budget));
-                match client.send_request(subject.to_string(), request).await {
+                match client.send_request(subject.clone(), request).await {
                     Ok(message) => match wire::decode_response_head(message.headers.as_ref()) {
                         Ok((status, headers, trailers)) => {
                             let mut response =
@@ -324,7 +332,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        Box::pin(self.clone().send(request))
+        let endpoint = Arc::clone(&self.0);
+        Box::pin(async move { endpoint.send(request).await })
     }
 }
 

@@ -1,9 +1,13 @@
 //! How an HTTP exchange is laid onto NATS messages.
 //!
-//! Request: `Mesh-Method`, `Mesh-Path` (path and query) and `Mesh-Timeout-Ms` (the caller's
-//! remaining budget) as NATS headers, next to the HTTP headers; the body is the payload.
-//! Response: `Mesh-Status`, the HTTP headers, and each trailer as `Mesh-Trailer-<name>`.
-//! Everything stays readable with `nats sub 'mesh.>'`.
+//! Request: `Mesh-Request: <METHOD> <path-and-query>` (an HTTP request line without the
+//! version) and `Mesh-Timeout-Ms` (the caller's remaining budget) as NATS headers, next to the
+//! HTTP headers; the body is the payload. Response: `Mesh-Status`, the HTTP headers, and each
+//! trailer as `Mesh-Trailer-<name>`. Everything stays readable with `nats sub 'mesh.>'`.
+//!
+//! Header maps are most of the mesh's own cost per request (async-nats keeps them in a
+//! SipHash map that grows from empty), so the wire uses as few headers as it can, names them
+//! with constants (no parsing or allocation), and reads a message's headers in one pass.
 
 use std::time::Duration;
 
@@ -11,11 +15,12 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
-pub(crate) const METHOD: &str = "Mesh-Method";
-pub(crate) const PATH: &str = "Mesh-Path";
-pub(crate) const STATUS: &str = "Mesh-Status";
-pub(crate) const TIMEOUT_MS: &str = "Mesh-Timeout-Ms";
-pub(crate) const TRAILER_PREFIX: &str = "mesh-trailer-";
+/// `<METHOD> <path-and-query>`: one header instead of two keeps a typical request within
+/// the three entries an async-nats header map holds before it has to grow.
+const REQUEST: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Request");
+const STATUS: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Status");
+const TIMEOUT_MS: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Timeout-Ms");
+const TRAILER_PREFIX: &str = "mesh-trailer-";
 
 /// The caller's remaining budget in milliseconds, on NATS and HTTP/2 alike.
 pub const TIMEOUT_HEADER: &str = "mesh-timeout-ms";
@@ -96,52 +101,84 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-fn is_mesh_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(METHOD)
-        || name.eq_ignore_ascii_case(PATH)
-        || name.eq_ignore_ascii_case(STATUS)
-        || name.eq_ignore_ascii_case(TIMEOUT_MS)
-}
-
 /// Copies HTTP headers into NATS headers, dropping hop-by-hop ones and values that are not
-/// visible ASCII (NATS headers are text).
-pub(crate) fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, prefix: &str) {
+/// visible ASCII (NATS headers are text). Trailers get `prefix` in front of their name.
+fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, prefix: Option<&str>) {
+    let mut previous: Option<&HeaderName> = None;
     for (name, value) in src {
+        // The http map yields the values of one name one after the other: the first is an
+        // insert (one hash), only the following ones need append's lookup.
+        let repeated = previous == Some(name);
+        previous = Some(name);
         if is_hop_by_hop(name) {
             continue;
         }
-        match value.to_str() {
-            Ok(text) => dst.append(format!("{prefix}{}", name.as_str()), text),
-            Err(_) => {
-                tracing::debug!(header = %name, "Non-text header value not carried over NATS.")
-            }
+        let Ok(text) = value.to_str() else {
+            tracing::debug!(header = %name, "Non-text header value not carried over NATS.");
+            continue;
+        };
+        let nats_name = match prefix {
+            None => name.as_str().parse::<async_nats::HeaderName>(),
+            Some(prefix) => format!("{prefix}{}", name.as_str()).parse(),
+        };
+        // An http header name is always a valid NATS one; the check costs nothing.
+        let Ok(nats_name) = nats_name else { continue };
+        if repeated {
+            dst.append(nats_name, text);
+        } else {
+            dst.insert(nats_name, text);
         }
     }
 }
 
-/// Copies NATS headers back into HTTP headers and trailers.
-pub(crate) fn copy_from_nats(src: &async_nats::HeaderMap, headers: &mut HeaderMap) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
+/// A message's NATS headers, sorted in one pass into the mesh's own and the HTTP ones.
+#[derive(Debug, Default)]
+struct ReadHeaders<'a> {
+    request_line: Option<&'a str>,
+    timeout_ms: Option<&'a str>,
+    status: Option<&'a str>,
+    headers: HeaderMap,
+    trailers: HeaderMap,
+}
+
+fn read_nats(src: &async_nats::HeaderMap) -> ReadHeaders<'_> {
+    let mut read = ReadHeaders::default();
     for (name, values) in src.iter() {
         let name: &str = name.as_ref();
-        if is_mesh_header(name) {
+        let first = values.first().map(|v| v.as_str());
+        if name.eq_ignore_ascii_case(REQUEST.as_ref()) {
+            read.request_line = first;
             continue;
         }
-        let lower = name.to_ascii_lowercase();
-        let (target, http_name) = match lower.strip_prefix(TRAILER_PREFIX) {
-            Some(trailer) => (&mut trailers, trailer.to_owned()),
-            None => (&mut *headers, lower),
+        if name.eq_ignore_ascii_case(TIMEOUT_MS.as_ref()) {
+            read.timeout_ms = first;
+            continue;
+        }
+        if name.eq_ignore_ascii_case(STATUS.as_ref()) {
+            read.status = first;
+            continue;
+        }
+        let (target, http_name) = match strip_prefix_ignore_case(name, TRAILER_PREFIX) {
+            Some(trailer) => (&mut read.trailers, trailer),
+            None => (&mut read.headers, name),
         };
+        // `from_bytes` lower-cases the name itself.
         let Ok(http_name) = HeaderName::from_bytes(http_name.as_bytes()) else {
             continue;
         };
         for value in values {
             if let Ok(value) = HeaderValue::from_str(value.as_str()) {
-                target.append(http_name.clone(), value);
+                target.append(&http_name, value);
             }
         }
     }
-    trailers
+    read
+}
+
+fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = name.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &name[prefix.len()..])
 }
 
 pub(crate) fn encode_request_head(
@@ -151,9 +188,12 @@ pub(crate) fn encode_request_head(
     budget: Option<Duration>,
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, "");
-    nats.insert(METHOD, method.as_str());
-    nats.insert(PATH, path_and_query);
+    copy_to_nats(headers, &mut nats, None);
+    let mut line = String::with_capacity(method.as_str().len() + 1 + path_and_query.len());
+    line.push_str(method.as_str());
+    line.push(' ');
+    line.push_str(path_and_query);
+    nats.insert(REQUEST, line);
     if let Some(budget) = budget {
         nats.insert(TIMEOUT_MS, budget.as_millis().max(1).to_string());
     }
@@ -180,32 +220,26 @@ pub(crate) enum DecodeError {
 pub(crate) fn decode_request_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<RequestHead, DecodeError> {
-    let nats = nats.ok_or(DecodeError::Missing(METHOD))?;
-    let method = nats
-        .get(METHOD)
-        .ok_or(DecodeError::Missing(METHOD))?
-        .as_str()
+    const NAME: &str = "Mesh-Request";
+    const TIMEOUT: &str = "Mesh-Timeout-Ms";
+    let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
+    let line = read.request_line.ok_or(DecodeError::Missing(NAME))?;
+    let (method, path_and_query) = line.split_once(' ').ok_or(DecodeError::Invalid(NAME))?;
+    let method = method
         .parse::<Method>()
-        .map_err(|_| DecodeError::Invalid(METHOD))?;
-    let path_and_query = nats.get(PATH).ok_or(DecodeError::Missing(PATH))?.as_str();
+        .map_err(|_| DecodeError::Invalid(NAME))?;
     if !path_and_query.starts_with('/') {
-        return Err(DecodeError::Invalid(PATH));
+        return Err(DecodeError::Invalid(NAME));
     }
-    let budget = nats
-        .get(TIMEOUT_MS)
-        .map(|v| {
-            v.as_str()
-                .parse::<u64>()
-                .map_err(|_| DecodeError::Invalid(TIMEOUT_MS))
-        })
+    let budget = read
+        .timeout_ms
+        .map(|v| v.parse::<u64>().map_err(|_| DecodeError::Invalid(TIMEOUT)))
         .transpose()?
         .map(Duration::from_millis);
-    let mut headers = HeaderMap::new();
-    let _ = copy_from_nats(nats, &mut headers);
     Ok(RequestHead {
         method,
         path_and_query: path_and_query.to_owned(),
-        headers,
+        headers: read.headers,
         budget,
     })
 }
@@ -216,9 +250,9 @@ pub(crate) fn encode_response_head(
     trailers: Option<&HeaderMap>,
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, "");
+    copy_to_nats(headers, &mut nats, None);
     if let Some(trailers) = trailers {
-        copy_to_nats(trailers, &mut nats, TRAILER_PREFIX);
+        copy_to_nats(trailers, &mut nats, Some(TRAILER_PREFIX));
     }
     nats.insert(STATUS, status.as_str());
     nats
@@ -228,18 +262,16 @@ pub(crate) fn encode_response_head(
 pub(crate) fn decode_response_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<(StatusCode, HeaderMap, HeaderMap), DecodeError> {
-    let nats = nats.ok_or(DecodeError::Missing(STATUS))?;
-    let status = nats
-        .get(STATUS)
-        .ok_or(DecodeError::Missing(STATUS))?
-        .as_str()
+    const NAME: &str = "Mesh-Status";
+    let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
+    let status = read
+        .status
+        .ok_or(DecodeError::Missing(NAME))?
         .parse::<u16>()
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(DecodeError::Invalid(STATUS))?;
-    let mut headers = HeaderMap::new();
-    let trailers = copy_from_nats(nats, &mut headers);
-    Ok((status, headers, trailers))
+        .ok_or(DecodeError::Invalid(NAME))?;
+    Ok((status, read.headers, read.trailers))
 }
 
 #[cfg(test)]
@@ -267,7 +299,30 @@ mod tests {
         let multi: Vec<_> = head.headers.get_all("x-multi").iter().collect();
         assert_eq!(multi, ["a", "b"]);
         assert!(!head.headers.contains_key("connection"));
-        assert!(!head.headers.contains_key("mesh-method"));
+        assert!(!head.headers.contains_key("mesh-request"));
+        assert!(!head.headers.contains_key("mesh-timeout-ms"));
+    }
+
+    #[test]
+    fn names_from_other_clients_are_read_in_any_case() {
+        let mut nats = async_nats::HeaderMap::new();
+        nats.insert("MESH-REQUEST", "DELETE /products/7");
+        nats.insert("mesh-timeout-ms", "250");
+        nats.insert("Content-Type", "application/json");
+        let head = decode_request_head(Some(&nats)).expect("decodes");
+        assert_eq!(head.method, Method::DELETE);
+        assert_eq!(head.path_and_query, "/products/7");
+        assert_eq!(head.budget, Some(Duration::from_millis(250)));
+        assert_eq!(head.headers["content-type"], "application/json");
+        assert_eq!(head.headers.len(), 1);
+
+        let mut reply = async_nats::HeaderMap::new();
+        reply.insert("mesh-status", "404");
+        reply.insert("MESH-TRAILER-Grpc-Status", "5");
+        let (status, headers, trailers) = decode_response_head(Some(&reply)).expect("decodes");
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(headers.is_empty());
+        assert_eq!(trailers["grpc-status"], "5");
     }
 
     #[test]
@@ -289,12 +344,23 @@ mod tests {
     #[test]
     fn a_message_without_mesh_headers_is_rejected() {
         assert!(decode_request_head(None).is_err());
-        let mut nats = async_nats::HeaderMap::new();
-        nats.insert(METHOD, "GET");
-        nats.insert(PATH, "no-slash");
+        for line in ["GET no-slash", "GET", "G@T /x"] {
+            let mut nats = async_nats::HeaderMap::new();
+            nats.insert(REQUEST, line);
+            assert!(
+                matches!(
+                    decode_request_head(Some(&nats)),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "{line}"
+            );
+        }
+        let mut bad_budget = async_nats::HeaderMap::new();
+        bad_budget.insert(REQUEST, "GET /x");
+        bad_budget.insert(TIMEOUT_MS, "soon");
         assert!(matches!(
-            decode_request_head(Some(&nats)),
-            Err(DecodeError::Invalid(_))
+            decode_request_head(Some(&bad_budget)),
+            Err(DecodeError::Invalid("Mesh-Timeout-Ms"))
         ));
     }
 
