@@ -15,11 +15,15 @@
 //! Part 1 reads one product three ways: (a) directly on product-service's port, the baseline;
 //! (b) through the gateway over NATS; (c) through the gateway over HTTP/2. Requests go over
 //! HTTP/1.1 on loopback through a keep-alive pool (hyper-util's legacy client, TCP_NODELAY on),
-//! as a client would send them. Each path is warmed up, then measured in rounds that rotate the
-//! order of the paths (so drift of the machine is shared fairly): sequential latency (one request
-//! at a time: p50, p99) and throughput with 32 requests in flight (a fixed number of requests
-//! shared by 32 tasks: requests per second). The product is read again and again, so the cache
-//! is warm on every path.
+//! as a client would send them. A fourth row, (d), is the floor under (b): a bare async-nats
+//! request/reply carrying the product's JSON to a plain echoing subscriber, no HTTP and no
+//! mesh; direct + that round trip is the least any gateway over NATS could take here.
+//!
+//! Each path is warmed up, then measured in rounds (so drift of the machine is shared
+//! fairly): sequential latency (one request at a time, the paths taking turns request by
+//! request: p50, p99) and, path after path in an order that rotates every round, throughput
+//! with 32 requests in flight (a fixed number of requests shared by 32 tasks: requests per
+//! second). The product is read again and again, so the cache is warm on every path.
 //!
 //! Part 2 reads directly from product-service with the cache warm (the same product again and
 //! again) and cold (a product created beforehand and never read, so each read is a miss that
@@ -33,6 +37,9 @@
 //! most 2.0x the direct p50 (Dapr's published sidecar pair is about 3x), and the warm p50 is at
 //! most 0.5x the cold p50.
 //!
+//! `BENCH_PATHS` (comma-separated parts of the row labels) runs only those rows, to profile
+//! one path at a time.
+//!
 //! Run it with `just bench-gateway` (starts the infrastructure if needed), or
 //! `cargo bench -p gateway --bench gateway` with Postgres, Redis and NATS up. `BENCH_SEQUENTIAL`
 //! (default 2000), `BENCH_REQUESTS` (default 10000) and `BENCH_COLD` (products read cold, and
@@ -40,7 +47,9 @@
 
 use std::io;
 use std::time::{Duration, Instant};
-use testkit::bench::{concurrent, count_from_env, join, micros, percentile, sequential, verdict};
+use testkit::bench::{
+    concurrent, count_from_env, interleaved, join, micros, percentile, sequential, verdict,
+};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -75,6 +84,7 @@ const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
 const DIRECT: &str = "direct (product-service)";
 const VIA_NATS: &str = "gateway + NATS";
 const VIA_HTTP2: &str = "gateway + HTTP/2";
+const NATS_FLOOR: &str = "raw NATS round trip";
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -96,13 +106,37 @@ struct Totals {
 #[derive(Debug, Clone)]
 struct Target {
     label: &'static str,
-    client: HttpClient,
-    uri: Uri,
+    route: Route,
+}
+
+#[derive(Debug, Clone)]
+enum Route {
+    /// `GET uri` over HTTP/1.1.
+    Http { client: HttpClient, uri: Uri },
+    /// A bare async-nats request/reply, echoed by a plain subscriber: no HTTP, no mesh.
+    NatsEcho {
+        client: async_nats::Client,
+        subject: String,
+        payload: Bytes,
+    },
 }
 
 impl Target {
     async fn call(&self) {
-        get_ok(&self.client, self.uri.clone(), self.label).await;
+        match &self.route {
+            Route::Http { client, uri } => get_ok(client, uri.clone(), self.label).await,
+            Route::NatsEcho {
+                client,
+                subject,
+                payload,
+            } => {
+                let reply = client
+                    .request(subject.clone(), payload.clone())
+                    .await
+                    .unwrap_or_else(|error| panic!("{} failed: {error}", self.label));
+                assert_eq!(reply.payload.len(), payload.len(), "{} echo", self.label);
+            }
+        }
     }
 }
 
@@ -181,7 +215,7 @@ async fn main() {
 
     let client = http_client();
     let path = format!("/products/{product_id}");
-    let targets: Vec<Target> = [
+    let mut targets: Vec<Target> = [
         (DIRECT, product_port),
         (VIA_NATS, nats_port),
         (VIA_HTTP2, http2_port),
@@ -189,12 +223,17 @@ async fn main() {
     .into_iter()
     .map(|(label, port)| Target {
         label,
-        client: client.clone(),
-        uri: format!("http://127.0.0.1:{port}{path}")
-            .parse()
-            .expect("uri"),
+        route: Route::Http {
+            client: client.clone(),
+            uri: format!("http://127.0.0.1:{port}{path}")
+                .parse()
+                .expect("uri"),
+        },
     })
     .collect();
+    let (floor, echo) = nats_floor(&setup, &direct_base, &path).await;
+    targets.push(floor);
+    targets.retain(|target| selected(target.label));
 
     // Part 1: the three paths, on a runtime worker (where services run their requests)
     // rather than the `main` thread.
@@ -221,7 +260,7 @@ async fn main() {
     let hits_before = cache_count(&setup, &direct_base, "hit").await;
     let misses_before = cache_count(&setup, &direct_base, "miss").await;
     eprintln!("cache: {cold_count} cold reads alternating with {cold_count} warm reads");
-    let warm_uri = targets[0].uri.clone();
+    let warm_uri: Uri = format!("{direct_base}{path}").parse().expect("uri");
     let (mut warm, mut cold) = join(
         tokio::spawn(async move {
             let mut warm = Vec::with_capacity(cold_uris.len());
@@ -264,6 +303,7 @@ async fn main() {
             Err(_) => eprintln!("{} did not stop within 5 s", server.label),
         }
     }
+    echo.abort();
     testkit::drop_database(&database_url).await;
 
     report(sequential_count, requests, &paths);
@@ -306,6 +346,54 @@ async fn start_gateway(product_name: &str, overrides: &[(&str, String)]) -> (u16
             task,
         },
     )
+}
+
+/// The NATS floor: a plain subscriber echoing a payload the size of the product's JSON, and
+/// the path that calls it. Whatever the gateway does, its NATS path also pays this round
+/// trip through the NATS server on top of product-service's own work.
+async fn nats_floor(
+    http: &reqwest::Client,
+    direct_base: &str,
+    path: &str,
+) -> (Target, JoinHandle<()>) {
+    let url = testkit::nats_url();
+    let connect = || async {
+        async_nats::connect(&url)
+            .await
+            .unwrap_or_else(|error| panic!("cannot reach NATS at {url}: {error}"))
+    };
+    let (server_side, client_side) = (connect().await, connect().await);
+    let product_json = http
+        .get(format!("{direct_base}{path}"))
+        .send()
+        .await
+        .and_then(|response| response.error_for_status())
+        .unwrap_or_else(|error| panic!("GET {path} failed: {error}"))
+        .bytes()
+        .await
+        .expect("product body");
+    let subject = format!("bench.{}", testkit::unique_name("floor"));
+    let mut subscriber = server_side
+        .subscribe(subject.clone())
+        .await
+        .expect("floor subscribe");
+    server_side.flush().await.expect("flush");
+    let echo = tokio::spawn(async move {
+        while let Some(message) = subscriber.next().await {
+            if let Some(reply) = message.reply {
+                let _ = server_side.publish(reply, message.payload).await;
+            }
+        }
+    });
+    let target = Target {
+        label: NATS_FLOOR,
+        route: Route::NatsEcho {
+            client: client_side,
+            subject,
+            payload: product_json,
+        },
+    };
+    (target, echo)
 }
 
 fn http_client() -> HttpClient {
@@ -409,14 +497,18 @@ async fn measure(
          path, in {ROUNDS} rounds"
     );
     let mut totals: Vec<Totals> = targets.iter().map(|_| Totals::default()).collect();
+    let sequential_calls: Vec<_> = targets.iter().map(|target| move || target.call()).collect();
     for round in 0..ROUNDS {
+        // Latency: the paths take turns request by request.
+        let samples = interleaved(&sequential_calls, share(sequential_count, round)).await;
+        for (total, samples) in totals.iter_mut().zip(samples) {
+            total.samples.extend(samples);
+        }
+        // Throughput: each path in turn, starting with a different one every round.
         for offset in 0..targets.len() {
             let index = (round + offset) % targets.len();
             let target = &targets[index];
             let total = &mut totals[index];
-            total
-                .samples
-                .extend(sequential(|| target.call(), share(sequential_count, round)).await);
             let count = share(requests, round);
             total.elapsed += concurrent(calls(target), count, IN_FLIGHT).await;
             total.requests += count;
@@ -448,16 +540,25 @@ fn calls(
     }
 }
 
+/// `BENCH_PATHS` (comma-separated parts of the labels, e.g. `direct,NATS`) keeps only the
+/// paths it names, to profile one path at a time; unset, every path runs.
+fn selected(label: &str) -> bool {
+    std::env::var("BENCH_PATHS").map_or(true, |wanted| {
+        wanted
+            .split(',')
+            .any(|part| label.to_lowercase().contains(&part.trim().to_lowercase()))
+    })
+}
+
 /// Round `round`'s part of `count`.
 fn share(count: usize, round: usize) -> usize {
     count / ROUNDS + usize::from(round < count % ROUNDS)
 }
 
-fn stats_of(rows: &[(&'static str, Stats)], wanted: &str) -> Stats {
+fn stats_of(rows: &[(&'static str, Stats)], wanted: &str) -> Option<Stats> {
     rows.iter()
         .find(|(label, _)| *label == wanted)
         .map(|(_, stats)| *stats)
-        .expect("measured")
 }
 
 /// The paths' table; ratios are relative to the first row (direct).
@@ -509,9 +610,22 @@ fn report_cache(warm: &[Duration], cold: &[Duration], paths: &[(&'static str, St
         println!("{label:<26} {p50:>10.1} {p99:>10.1} {ratio:>11.2}");
     }
 
-    let direct = stats_of(paths, DIRECT);
-    let via_nats = stats_of(paths, VIA_NATS);
+    let (Some(direct), Some(via_nats)) = (stats_of(paths, DIRECT), stats_of(paths, VIA_NATS))
+    else {
+        println!("goals: not checked (BENCH_PATHS left out a path they compare)");
+        return;
+    };
     let nats_ratio = via_nats.p50.as_secs_f64() / direct.p50.as_secs_f64();
+    if let Some(floor) = stats_of(paths, NATS_FLOOR) {
+        // The NATS path is the direct work plus at least one bare round trip through the
+        // NATS server: that sum is the best ratio any gateway could reach here.
+        let best = (direct.p50 + floor.p50).as_secs_f64() / direct.p50.as_secs_f64();
+        println!(
+            "floor: a bare NATS round trip alone is {:.2}x the direct p50, so gateway+NATS \
+             cannot go below {best:.2}x on this machine before any gateway work",
+            floor.p50.as_secs_f64() / direct.p50.as_secs_f64()
+        );
+    }
     let warm_ratio = percentile(warm, 0.50).as_secs_f64() / cold_p50.as_secs_f64();
     println!(
         "goals: gateway+NATS p50 <= {NATS_P50_GOAL:.1}x direct: {} ({nats_ratio:.2}x; Dapr's \

@@ -1,7 +1,7 @@
 //! Per-client token buckets (governor): the user id when the request is authenticated, the
 //! peer IP otherwise. Over the limit: 429 with `Retry-After`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use tower::{Layer, Service};
 
 use crate::auth::Claims;
 
-type KeyedLimiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+type KeyedLimiter = RateLimiter<ClientKey, DefaultKeyedStateStore<ClientKey>, DefaultClock>;
 
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
@@ -54,14 +54,32 @@ pub struct RateLimit<S> {
     layer: RateLimitLayer,
 }
 
-/// Whose bucket a request draws from.
-pub fn client_key<B>(request: &Request<B>) -> String {
+/// Whose bucket a request draws from. Typed rather than formatted: an address is hashed as
+/// it is, with no string built per request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    User(String),
+    Ip(IpAddr),
+    Anonymous,
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(id) => write!(f, "user:{id}"),
+            Self::Ip(ip) => write!(f, "ip:{ip}"),
+            Self::Anonymous => f.write_str("anonymous"),
+        }
+    }
+}
+
+pub fn client_key<B>(request: &Request<B>) -> ClientKey {
     if let Some(claims) = request.extensions().get::<Claims>() {
-        return format!("user:{}", claims.sub);
+        return ClientKey::User(claims.sub.clone());
     }
     match request.extensions().get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("ip:{}", addr.ip()),
-        None => "anonymous".to_owned(),
+        Some(ConnectInfo(addr)) => ClientKey::Ip(addr.ip()),
+        None => ClientKey::Anonymous,
     }
 }
 
@@ -175,8 +193,11 @@ mod tests {
             nbf: 0,
             exp: 0,
         });
-        assert_eq!(client_key(&request), "user:user-1");
-        assert_eq!(client_key(&from_ip([10, 0, 0, 9])), "ip:10.0.0.9");
-        assert_eq!(client_key(&Request::new(())), "anonymous");
+        assert_eq!(client_key(&request).to_string(), "user:user-1");
+        assert_eq!(
+            client_key(&from_ip([10, 0, 0, 9])).to_string(),
+            "ip:10.0.0.9"
+        );
+        assert_eq!(client_key(&Request::new(())), ClientKey::Anonymous);
     }
 }
