@@ -156,13 +156,11 @@ async fn main() {
     // product-service, on its own database and mesh name.
     let database_url = testkit::fresh_database_url("bench_products");
     let product_name = testkit::unique_name("product-service");
-    let product_env = Env::from_pairs([
-        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", product_name.clone()),
-        ("SHUTDOWN_GRACE", "1s".to_owned()),
-    ]);
+    let product_env = Env::from_pairs(
+        testkit::ServiceEnv::new(&product_name)
+            .database(&database_url)
+            .into_pairs(),
+    );
     let product_config = product_service::Config {
         service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS)
             .expect("product-service config"),
@@ -313,25 +311,20 @@ async fn main() {
 /// A gateway whose product upstream is `product_name`, with `overrides` on top of the
 /// defaults; its port, and the handle to stop it.
 async fn start_gateway(product_name: &str, overrides: &[(&str, String)]) -> (u16, Running) {
-    let mut vars: Vec<(String, String)> = vec![
-        ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
-        ("SHUTDOWN_GRACE".into(), "1s".into()),
-        ("JWT_SECRET".into(), SECRET.into()),
-        ("NATS_URL".into(), testkit::nats_url()),
-        ("SERVICE_NAME".into(), testkit::unique_name("gateway")),
-        ("USER_SERVICE_NAME".into(), testkit::unique_name("users")),
-        ("PRODUCT_SERVICE_NAME".into(), product_name.to_owned()),
-        ("ORDER_SERVICE_NAME".into(), testkit::unique_name("orders")),
-        ("RATE_LIMIT_PER_SECOND".into(), UNLIMITED.into()),
-        ("RATE_LIMIT_BURST".into(), UNLIMITED.into()),
-    ];
-    // Later pairs win.
-    vars.extend(
-        overrides
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), value.clone())),
-    );
-    let config = gateway::Config::from_env(&Env::from_pairs(vars)).expect("gateway config");
+    let vars = testkit::ServiceEnv::new(&testkit::unique_name("gateway"))
+        .set("JWT_SECRET", SECRET)
+        .set("USER_SERVICE_NAME", testkit::unique_name("users"))
+        .set("PRODUCT_SERVICE_NAME", product_name)
+        .set("ORDER_SERVICE_NAME", testkit::unique_name("orders"))
+        .set("RATE_LIMIT_PER_SECOND", UNLIMITED)
+        .set("RATE_LIMIT_BURST", UNLIMITED)
+        .set_all(
+            overrides
+                .iter()
+                .map(|(name, value)| (*name, value.as_str())),
+        );
+    let config =
+        gateway::Config::from_env(&Env::from_pairs(vars.into_pairs())).expect("gateway config");
     let app = gateway::App::build(config)
         .await
         .unwrap_or_else(|error| panic!("the gateway does not start: {error}"));

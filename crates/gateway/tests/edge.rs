@@ -49,23 +49,14 @@ struct Gateway {
 }
 
 async fn start_gateway(names: &Names, overrides: &[(&str, &str)]) -> Gateway {
-    let mut vars: Vec<(String, String)> = vec![
-        ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
-        ("SHUTDOWN_GRACE".into(), "1s".into()),
-        ("JWT_SECRET".into(), SECRET.into()),
-        ("NATS_URL".into(), testkit::nats_url()),
-        ("SERVICE_NAME".into(), testkit::unique_name("gateway")),
-        ("USER_SERVICE_NAME".into(), names.user.clone()),
-        ("PRODUCT_SERVICE_NAME".into(), names.product.clone()),
-        ("ORDER_SERVICE_NAME".into(), names.order.clone()),
-    ];
-    // Later pairs win.
-    vars.extend(
-        overrides
-            .iter()
-            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
-    );
-    let config = gateway::Config::from_env(&Env::from_pairs(vars)).expect("gateway config");
+    let vars = testkit::ServiceEnv::new(&testkit::unique_name("gateway"))
+        .set("JWT_SECRET", SECRET)
+        .set("USER_SERVICE_NAME", &names.user)
+        .set("PRODUCT_SERVICE_NAME", &names.product)
+        .set("ORDER_SERVICE_NAME", &names.order)
+        .set_all(overrides.iter().copied());
+    let config =
+        gateway::Config::from_env(&Env::from_pairs(vars.into_pairs())).expect("gateway config");
     let app = gateway::App::build(config).await.expect("gateway starts");
     let port = app.port();
     let stop = app.shutdown().clone();
@@ -123,13 +114,11 @@ struct Users {
 async fn start_users() -> Users {
     let database_url = testkit::fresh_database_url("gateway_users");
     let name = testkit::unique_name("user-service");
-    let env = Env::from_pairs([
-        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", name.clone()),
-        ("SHUTDOWN_GRACE", "1s".to_owned()),
-    ]);
+    let env = Env::from_pairs(
+        testkit::ServiceEnv::new(&name)
+            .database(&database_url)
+            .into_pairs(),
+    );
     let config = user_service::Config {
         service: ServiceConfig::from_env(&env, user_service::DEFAULTS).expect("config"),
         jwt: JwtSettings::hs256(SECRET),

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod breaker;
 pub mod classify;
 pub mod deadline;
+pub mod grpc;
 pub mod host;
 pub mod metrics;
 pub mod password;

@@ -168,25 +168,13 @@ impl Running {
 async fn start(extra: &[(&str, &str)], sender: Option<Arc<dyn Sender>>) -> Running {
     let database_url = testkit::fresh_database_url("notifications_test");
     let prefix = format!("{}_", testkit::unique_name("t"));
-    let mut pairs: Vec<(String, String)> = vec![
-        ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
-        ("DATABASE_URL".into(), database_url.clone()),
-        ("NATS_URL".into(), testkit::nats_url()),
-        ("KAFKA_BROKERS".into(), testkit::kafka_brokers()),
-        (
-            "SERVICE_NAME".into(),
-            testkit::unique_name("notification-service"),
-        ),
-        ("SHUTDOWN_GRACE".into(), "1s".into()),
-        ("TOPIC_PREFIX".into(), prefix),
+    let pairs = testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
+        .database(&database_url)
+        .kafka(&prefix)
         // Kafka directly unless a test asks for JetStream (which needs the bridge's stream).
-        ("NOTIFY_SOURCE".into(), "kafka".into()),
-    ];
-    pairs.extend(
-        extra
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
+        .set("NOTIFY_SOURCE", "kafka")
+        .set_all(extra.iter().copied())
+        .into_pairs();
     let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
     let topics = config.saga.topics.clone();
     let kafka = config.saga.kafka.clone();

@@ -87,8 +87,8 @@ struct Stats {
     p99: Duration,
 }
 
-fn env(pairs: &[(&str, String)]) -> Env {
-    Env::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+fn env(vars: testkit::ServiceEnv) -> Env {
+    Env::from_pairs(vars.into_pairs())
 }
 
 #[tokio::main]
@@ -105,13 +105,7 @@ async fn main() {
     let databases = [product_db.clone(), order_db.clone(), payment_db.clone()];
     let mut running = Vec::new();
 
-    let product_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", product_db),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", product_name.clone()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-    ]);
+    let product_env = env(testkit::ServiceEnv::new(&product_name).database(&product_db));
     let products = product_service::App::build(product_service::Config {
         service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS)
             .expect("product-service config"),
@@ -129,19 +123,15 @@ async fn main() {
         task: tokio::spawn(products.run_until_stopped()),
     });
 
-    let order_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", order_db),
-        ("NATS_URL", testkit::nats_url()),
-        ("KAFKA_BROKERS", testkit::kafka_brokers()),
-        ("SERVICE_NAME", testkit::unique_name("order-service")),
-        ("PRODUCT_SERVICE_NAME", product_name),
-        ("TOPIC_PREFIX", prefix.clone()),
-        ("GRPC_ADDR", "127.0.0.1:0".into()),
-        ("ORDER_PAYMENT_TIMEOUT", "60s".into()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-        ("JWT_SECRET", SECRET.into()),
-    ]);
+    let order_env = env(
+        testkit::ServiceEnv::new(&testkit::unique_name("order-service"))
+            .database(&order_db)
+            .kafka(&prefix)
+            .set("PRODUCT_SERVICE_NAME", product_name)
+            .set("GRPC_ADDR", "127.0.0.1:0")
+            .set("ORDER_PAYMENT_TIMEOUT", "60s")
+            .set("JWT_SECRET", SECRET),
+    );
     let orders = order_service::App::build(
         order_service::Config::from_env(&order_env).expect("order-service config"),
     )
@@ -154,15 +144,11 @@ async fn main() {
         task: tokio::spawn(orders.run_until_stopped()),
     });
 
-    let payment_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", payment_db),
-        ("NATS_URL", testkit::nats_url()),
-        ("KAFKA_BROKERS", testkit::kafka_brokers()),
-        ("SERVICE_NAME", testkit::unique_name("payment-service")),
-        ("TOPIC_PREFIX", prefix),
-        ("SHUTDOWN_GRACE", "1s".into()),
-    ]);
+    let payment_env = env(
+        testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
+            .database(&payment_db)
+            .kafka(&prefix),
+    );
     let payments = payment_service::App::build(
         payment_service::Config::from_env(&payment_env).expect("payment-service config"),
     )

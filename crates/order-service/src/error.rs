@@ -10,6 +10,10 @@ pub fn database(error: sqlx::Error) -> ApiError {
     ApiError::database(error, "order")
 }
 
+pub fn database_status(error: sqlx::Error) -> tonic::Status {
+    middleware::grpc::database_status(error, "order")
+}
+
 impl From<PlaceError> for ApiError {
     fn from(error: PlaceError) -> Self {
         match error {

@@ -71,7 +71,7 @@ impl OrderService for OrderGrpc {
             .orders
             .get_for(order_id, user_id)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?
+            .map_err(crate::error::database_status)?
             .ok_or_else(|| Status::not_found(format!("no order {order_id}")))?;
         Ok(Response::new(to_message(order)))
     }

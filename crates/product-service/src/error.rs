@@ -9,12 +9,7 @@ pub fn database(error: sqlx::Error) -> ApiError {
 }
 
 pub fn database_status(error: sqlx::Error) -> tonic::Status {
-    if kit::api::database_unreachable(&error) {
-        tracing::warn!(%error, "Database unavailable.");
-        return tonic::Status::unavailable("the product database is unavailable");
-    }
-    tracing::error!(%error, "Internal error.");
-    tonic::Status::internal("internal error")
+    middleware::grpc::database_status(error, "product")
 }
 
 impl From<ReserveError> for tonic::Status {

@@ -3,8 +3,10 @@
 
 pub mod bench;
 mod proxy;
+mod service_env;
 
 pub use proxy::TcpProxy;
+pub use service_env::ServiceEnv;
 
 /// Where the real servers listen; overridable so the tests run against any stack.
 pub fn postgres_base() -> String {

@@ -59,13 +59,11 @@ impl Running {
 async fn start() -> Running {
     let database_url = testkit::fresh_database_url("users_test");
     let mesh_name = testkit::unique_name("user-service");
-    let env = Env::from_pairs([
-        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", database_url.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", mesh_name.clone()),
-        ("SHUTDOWN_GRACE", "1s".to_owned()),
-    ]);
+    let env = Env::from_pairs(
+        testkit::ServiceEnv::new(&mesh_name)
+            .database(&database_url)
+            .into_pairs(),
+    );
     let config = Config {
         service: ServiceConfig::from_env(&env, DEFAULTS).expect("config"),
         jwt: JwtSettings::hs256(SECRET),

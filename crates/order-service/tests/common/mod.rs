@@ -31,6 +31,10 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
     Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
+pub fn service_env(vars: testkit::ServiceEnv) -> Env {
+    Env::from_pairs(vars.into_pairs())
+}
+
 pub async fn start(payment_timeout: &str) -> Stack {
     start_with(payment_timeout, false).await
 }
@@ -42,13 +46,7 @@ pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
     let product_db = testkit::fresh_database_url("orders_products");
     let order_db = testkit::fresh_database_url("orders_test");
 
-    let product_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", product_db.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("SERVICE_NAME", product_name.clone()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-    ]);
+    let product_env = service_env(testkit::ServiceEnv::new(&product_name).database(&product_db));
     let products = product_service::App::build(product_service::Config {
         service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS).expect("config"),
         jwt: JwtSettings::hs256(SECRET),
@@ -59,20 +57,16 @@ pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
     .await
     .expect("product-service starts");
 
-    let order_env = env(&[
-        ("HTTP_ADDR", "127.0.0.1:0".into()),
-        ("DATABASE_URL", order_db.clone()),
-        ("NATS_URL", testkit::nats_url()),
-        ("KAFKA_BROKERS", testkit::kafka_brokers()),
-        ("SERVICE_NAME", testkit::unique_name("order-service")),
-        ("PRODUCT_SERVICE_NAME", product_name),
-        ("TOPIC_PREFIX", prefix.clone()),
-        ("GRPC_ADDR", "127.0.0.1:0".into()),
-        ("ORDER_PAYMENT_TIMEOUT", payment_timeout.into()),
-        ("ORDER_SWEEP_INTERVAL", "200ms".into()),
-        ("SHUTDOWN_GRACE", "1s".into()),
-        ("JWT_SECRET", SECRET.into()),
-    ]);
+    let order_env = service_env(
+        testkit::ServiceEnv::new(&testkit::unique_name("order-service"))
+            .database(&order_db)
+            .kafka(&prefix)
+            .set("PRODUCT_SERVICE_NAME", product_name)
+            .set("GRPC_ADDR", "127.0.0.1:0")
+            .set("ORDER_PAYMENT_TIMEOUT", payment_timeout)
+            .set("ORDER_SWEEP_INTERVAL", "200ms")
+            .set("JWT_SECRET", SECRET),
+    );
     let order_config = order_service::Config::from_env(&order_env).expect("config");
     let orders = order_service::App::build(order_config)
         .await
@@ -119,15 +113,11 @@ impl Stack {
 
     async fn start_payment_and_notification(&mut self, prefix: &str) {
         let payment_db = testkit::fresh_database_url("orders_payments");
-        let payment_env = env(&[
-            ("HTTP_ADDR", "127.0.0.1:0".into()),
-            ("DATABASE_URL", payment_db.clone()),
-            ("NATS_URL", testkit::nats_url()),
-            ("KAFKA_BROKERS", testkit::kafka_brokers()),
-            ("SERVICE_NAME", testkit::unique_name("payment-service")),
-            ("TOPIC_PREFIX", prefix.to_owned()),
-            ("SHUTDOWN_GRACE", "1s".into()),
-        ]);
+        let payment_env = service_env(
+            testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
+                .database(&payment_db)
+                .kafka(prefix),
+        );
         let payments = payment_service::App::build(
             payment_service::Config::from_env(&payment_env).expect("config"),
         )
@@ -135,17 +125,13 @@ impl Stack {
         .expect("payment-service starts");
 
         let notification_db = testkit::fresh_database_url("orders_notifications");
-        let notification_env = env(&[
-            ("HTTP_ADDR", "127.0.0.1:0".into()),
-            ("DATABASE_URL", notification_db.clone()),
-            ("NATS_URL", testkit::nats_url()),
-            ("KAFKA_BROKERS", testkit::kafka_brokers()),
-            ("SERVICE_NAME", testkit::unique_name("notification-service")),
-            // The test's topics have no bridge mirroring them: read Kafka directly.
-            ("NOTIFY_SOURCE", "kafka".into()),
-            ("TOPIC_PREFIX", prefix.to_owned()),
-            ("SHUTDOWN_GRACE", "1s".into()),
-        ]);
+        let notification_env = service_env(
+            testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
+                .database(&notification_db)
+                .kafka(prefix)
+                // The test's topics have no bridge mirroring them: read Kafka directly.
+                .set("NOTIFY_SOURCE", "kafka"),
+        );
         let notifications = notification_service::App::build(
             notification_service::Config::from_env(&notification_env).expect("config"),
         )
