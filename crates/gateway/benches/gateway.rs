@@ -48,7 +48,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 use testkit::bench::{
-    concurrent, count_from_env, interleaved, join, micros, percentile, sequential, verdict,
+    PathStats, Plan, count_from_env, join, measure_paths, micros, path_selected, percentile,
+    verdict,
 };
 
 use bytes::Bytes;
@@ -69,7 +70,7 @@ const DEFAULT_SEQUENTIAL: usize = 2000;
 const DEFAULT_REQUESTS: usize = 10_000;
 const DEFAULT_COLD: usize = 2000;
 /// The measured requests of each path are split over this many rounds.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 8;
 /// Products created at once before part 2.
 const CREATE_IN_FLIGHT: usize = 16;
 /// Gateway over NATS p50 at most this many times the direct p50.
@@ -88,19 +89,7 @@ const NATS_FLOOR: &str = "raw NATS round trip";
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    per_second: f64,
-}
-
-#[derive(Debug, Default)]
-struct Totals {
-    samples: Vec<Duration>,
-    requests: usize,
-    elapsed: Duration,
-}
+type Stats = PathStats;
 
 /// A client's view of one path.
 #[derive(Debug, Clone)]
@@ -231,18 +220,11 @@ async fn main() {
     .collect();
     let (floor, echo) = nats_floor(&setup, &direct_base, &path).await;
     targets.push(floor);
-    targets.retain(|target| selected(target.label));
+    targets.retain(|target| path_selected(target.label));
 
-    // Part 1: the three paths, on a runtime worker (where services run their requests)
-    // rather than the `main` thread.
-    let measured = targets.clone();
-    let paths = join(
-        tokio::spawn(async move {
-            probe(&measured).await;
-            measure(&measured, sequential_count, requests).await
-        })
-        .await,
-    );
+    // Part 1: the paths side by side.
+    probe(&targets).await;
+    let paths = measure(&targets, sequential_count, requests).await;
 
     // Part 2: warm against cold, directly on product-service.
     eprintln!("creating {cold_count} products to read cold (not timed)");
@@ -474,78 +456,40 @@ async fn probe(targets: &[Target]) {
     }
 }
 
-/// Warms every path up, then measures them in [`ROUNDS`] rounds, rotating their order.
+/// Warms every path up, then measures them in [`ROUNDS`] rounds
+/// (`testkit::bench::measure_paths`).
 async fn measure(
     targets: &[Target],
     sequential_count: usize,
     requests: usize,
 ) -> Vec<(&'static str, Stats)> {
-    for target in targets {
-        eprintln!("{}: warming up with {WARMUP} requests", target.label);
-        sequential(|| target.call(), WARMUP).await;
-        concurrent(calls(target), WARMUP, IN_FLIGHT).await;
-    }
     eprintln!(
-        "measuring {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight per \
-         path, in {ROUNDS} rounds"
+        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
+         per path, in {ROUNDS} rounds"
     );
-    let mut totals: Vec<Totals> = targets.iter().map(|_| Totals::default()).collect();
-    let sequential_calls: Vec<_> = targets.iter().map(|target| move || target.call()).collect();
-    for round in 0..ROUNDS {
-        // Latency: the paths take turns request by request.
-        let samples = interleaved(&sequential_calls, share(sequential_count, round)).await;
-        for (total, samples) in totals.iter_mut().zip(samples) {
-            total.samples.extend(samples);
-        }
-        // Throughput: each path in turn, starting with a different one every round.
-        for offset in 0..targets.len() {
-            let index = (round + offset) % targets.len();
-            let target = &targets[index];
-            let total = &mut totals[index];
-            let count = share(requests, round);
-            total.elapsed += concurrent(calls(target), count, IN_FLIGHT).await;
-            total.requests += count;
-        }
-    }
+    let calls: Vec<_> = targets
+        .iter()
+        .cloned()
+        .map(|target| {
+            move || {
+                let target = target.clone();
+                async move { target.call().await }
+            }
+        })
+        .collect();
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let stats = measure_paths(calls, plan).await;
     targets
         .iter()
-        .zip(totals)
-        .map(|(target, mut total)| {
-            total.samples.sort_unstable();
-            let stats = Stats {
-                p50: percentile(&total.samples, 0.50),
-                p99: percentile(&total.samples, 0.99),
-                per_second: total.requests as f64 / total.elapsed.as_secs_f64(),
-            };
-            (target.label, stats)
-        })
+        .map(|target| target.label)
+        .zip(stats)
         .collect()
-}
-
-/// A cloneable call of `target`, for [`concurrent`].
-fn calls(
-    target: &Target,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static {
-    let target = target.clone();
-    move || {
-        let target = target.clone();
-        Box::pin(async move { target.call().await })
-    }
-}
-
-/// `BENCH_PATHS` (comma-separated parts of the labels, e.g. `direct,NATS`) keeps only the
-/// paths it names, to profile one path at a time; unset, every path runs.
-fn selected(label: &str) -> bool {
-    std::env::var("BENCH_PATHS").map_or(true, |wanted| {
-        wanted
-            .split(',')
-            .any(|part| label.to_lowercase().contains(&part.trim().to_lowercase()))
-    })
-}
-
-/// Round `round`'s part of `count`.
-fn share(count: usize, round: usize) -> usize {
-    count / ROUNDS + usize::from(round < count % ROUNDS)
 }
 
 fn stats_of(rows: &[(&'static str, Stats)], wanted: &str) -> Option<Stats> {

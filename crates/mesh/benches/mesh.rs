@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::bench::{
-    concurrent, count_from_env, interleaved, join, micros, percentile, sequential, verdict,
+    PathStats, Plan, count_from_env, measure_paths, micros, path_selected, verdict,
 };
 
 use axum::Router;
@@ -62,12 +62,7 @@ const RAW_HEADERS: &str = "raw + mesh headers";
 const OVER_NATS: &str = "Channel over NATS";
 const OVER_HTTP2: &str = "Channel over HTTP/2";
 
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-    per_second: f64,
-}
+type Stats = PathStats;
 
 #[tokio::main]
 async fn main() {
@@ -234,22 +229,13 @@ async fn channel_request(channel: Channel, payload: Bytes, label: &'static str) 
     assert_eq!(body.len(), BODY_LEN, "{label} echoed {} bytes", body.len());
 }
 
-/// `BENCH_PATHS` (comma-separated parts of the labels, e.g. `raw,HTTP/2`) keeps only the
-/// paths it names: to profile one path at a time. Goals are checked only on a full run.
+/// The paths `BENCH_PATHS` selects (all when unset); goals are checked only on a full run.
 fn only_selected(paths: Vec<(&'static str, Call)>) -> Vec<(&'static str, Call)> {
-    let Ok(wanted) = std::env::var("BENCH_PATHS") else {
-        return paths;
-    };
-    let wanted: Vec<String> = wanted.split(',').map(|w| w.trim().to_lowercase()).collect();
     let kept: Vec<_> = paths
         .into_iter()
-        .filter(|(label, _)| {
-            wanted
-                .iter()
-                .any(|w| label.to_lowercase().contains(w.as_str()))
-        })
+        .filter(|(label, _)| path_selected(label))
         .collect();
-    assert!(!kept.is_empty(), "BENCH_PATHS={wanted:?} names no path");
+    assert!(!kept.is_empty(), "BENCH_PATHS names no path");
     kept
 }
 
@@ -264,67 +250,37 @@ where
     Arc::new(move || Box::pin(call()))
 }
 
-/// Rounds in which every path takes its turn, in a rotating order, so a disturbance on the
-/// machine (a build, a GC, the other core busy) falls on all paths alike instead of on one.
-/// Within a round, sequential requests alternate between the paths one by one.
+/// Rounds in which every path takes its turn, so a disturbance on the machine (a build, a
+/// GC, the other core busy) falls on all paths alike instead of on one.
 const ROUNDS: usize = 8;
 
 /// Warms every path up, then measures sequential latency and throughput at [`IN_FLIGHT`] in
-/// [`ROUNDS`] interleaved rounds, on a runtime worker (where services run their requests).
+/// [`ROUNDS`] rounds (`testkit::bench::measure_paths`).
 async fn measure(
     paths: Vec<(&'static str, Call)>,
     sequential_count: usize,
     requests: usize,
 ) -> Vec<(&'static str, Stats)> {
     eprintln!(
-        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight per path, in {ROUNDS} rounds"
+        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
+         per path, in {ROUNDS} rounds"
     );
-    let task = tokio::spawn(async move {
-        let share =
-            |total: usize, round: usize| total / ROUNDS + usize::from(round < total % ROUNDS);
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
-        let mut elapsed = vec![Duration::ZERO; paths.len()];
-        for (_, call) in &paths {
+    let calls: Vec<_> = paths
+        .iter()
+        .map(|(_, call)| {
             let call = call.clone();
-            sequential(|| call(), WARMUP).await;
-            concurrent(move || call(), WARMUP, IN_FLIGHT).await;
-        }
-        let calls: Vec<_> = paths
-            .iter()
-            .map(|(_, call)| {
-                let call = call.clone();
-                move || call()
-            })
-            .collect();
-        for round in 0..ROUNDS {
-            // Latency: the paths take turns request by request.
-            let round_samples = interleaved(&calls, share(sequential_count, round)).await;
-            for (samples, round_samples) in samples.iter_mut().zip(round_samples) {
-                samples.extend(round_samples);
-            }
-            // Throughput: each path in turn, starting with a different one every round.
-            for turn in 0..paths.len() {
-                let index = (turn + round) % paths.len();
-                elapsed[index] +=
-                    concurrent(calls[index].clone(), share(requests, round), IN_FLIGHT).await;
-            }
-        }
-        paths
-            .iter()
-            .zip(samples)
-            .zip(elapsed)
-            .map(|(((label, _), mut samples), elapsed)| {
-                samples.sort_unstable();
-                let stats = Stats {
-                    p50: percentile(&samples, 0.50),
-                    p99: percentile(&samples, 0.99),
-                    per_second: requests as f64 / elapsed.as_secs_f64(),
-                };
-                (*label, stats)
-            })
-            .collect()
-    });
-    join(task.await)
+            move || call()
+        })
+        .collect();
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let stats = measure_paths(calls, plan).await;
+    paths.iter().map(|(label, _)| *label).zip(stats).collect()
 }
 
 /// The table; ratios are relative to the first row (raw async-nats).

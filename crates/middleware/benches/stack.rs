@@ -21,10 +21,11 @@
 //! layer looks expensive, while the gateway's real per-request cost is network-bound; the
 //! question is what the stack adds to a request as a client sees it.
 //!
-//! Each variant is warmed up with 1000 requests at 32 in flight; then, in rounds that rotate
-//! the order of the variants (so drift of the machine is shared fairly), each variant is
-//! measured sequentially (one request at a time: p50 latency) and at 32 in flight (a fixed
-//! number of requests shared by 32 tasks: requests per second). Every response must be a 200
+//! Each variant is warmed up with 1000 requests, one at a time and at 32 in flight; then, in
+//! rounds (so drift of the machine is shared fairly), the variants are measured sequentially,
+//! taking turns request by request (one request at a time: p50 latency), and one after the
+//! other in a rotating order at 32 in flight (a fixed number of requests shared by 32 tasks:
+//! requests per second). Every response must be a 200
 //! carrying the expected body, or the benchmark panics: a benchmark of failures is worthless.
 //!
 //! The table reports throughput relative to bare, and the overhead per request as the
@@ -39,7 +40,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
-use testkit::bench::{concurrent, count_from_env, join, micros, percentile, sequential, verdict};
+use testkit::bench::{PathStats, Plan, count_from_env, join, measure_paths, micros, verdict};
 
 use axum::extract::Path;
 use axum::routing::get;
@@ -64,7 +65,7 @@ const IN_FLIGHT: usize = 32;
 const DEFAULT_SEQUENTIAL: usize = 2000;
 const DEFAULT_REQUESTS: usize = 20_000;
 /// The measured requests of each variant are split over this many rounds.
-const ROUNDS: usize = 4;
+const ROUNDS: usize = 8;
 /// JWT verification may cost at most this share of the stack's throughput.
 const JWT_COST_GOAL: f64 = 0.05;
 /// A quota no benchmark run comes near, so the rate limiter only costs its bookkeeping.
@@ -181,18 +182,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, Default)]
-struct Totals {
-    samples: Vec<Duration>,
-    requests: usize,
-    elapsed: Duration,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    p50: Duration,
-    per_second: f64,
-}
+type Stats = PathStats;
 
 #[tokio::main]
 async fn main() {
@@ -240,11 +230,8 @@ async fn main() {
         .collect();
     drop(client);
 
-    let task = tokio::spawn(async move {
-        probe(&targets).await;
-        measure(&targets, sequential_count, requests).await
-    });
-    let stats = join(task.await);
+    probe(&targets).await;
+    let stats = measure(&targets, sequential_count, requests).await;
 
     stop.cancel();
     for server in servers {
@@ -301,62 +288,40 @@ async fn probe(targets: &[Target]) {
     }
 }
 
-/// Warms every variant up, then measures them in [`ROUNDS`] rounds, rotating their order.
+/// Warms every variant up, then measures them in [`ROUNDS`] rounds
+/// (`testkit::bench::measure_paths`).
 async fn measure(
     targets: &[Target],
     sequential_count: usize,
     requests: usize,
 ) -> Vec<(&'static str, Stats)> {
-    for target in targets {
-        eprintln!("{}: warming up with {WARMUP} requests", target.label);
-        concurrent(calls(target), WARMUP, IN_FLIGHT).await;
-    }
     eprintln!(
-        "measuring {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight per \
-         variant, in {ROUNDS} rounds"
+        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
+         per variant, in {ROUNDS} rounds"
     );
-    let mut totals: Vec<Totals> = targets.iter().map(|_| Totals::default()).collect();
-    for round in 0..ROUNDS {
-        for offset in 0..targets.len() {
-            let index = (round + offset) % targets.len();
-            let target = &targets[index];
-            let total = &mut totals[index];
-            total
-                .samples
-                .extend(sequential(|| target.call(), share(sequential_count, round)).await);
-            let count = share(requests, round);
-            total.elapsed += concurrent(calls(target), count, IN_FLIGHT).await;
-            total.requests += count;
-        }
-    }
+    let calls: Vec<_> = targets
+        .iter()
+        .cloned()
+        .map(|target| {
+            move || {
+                let target = target.clone();
+                async move { target.call().await }
+            }
+        })
+        .collect();
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let stats = measure_paths(calls, plan).await;
     targets
         .iter()
-        .zip(totals)
-        .map(|(target, mut total)| {
-            total.samples.sort_unstable();
-            let stats = Stats {
-                p50: percentile(&total.samples, 0.50),
-                per_second: total.requests as f64 / total.elapsed.as_secs_f64(),
-            };
-            (target.label, stats)
-        })
+        .map(|target| target.label)
+        .zip(stats)
         .collect()
-}
-
-/// Round `round`'s part of `count`.
-/// A cloneable call of `target`, for [`concurrent`].
-fn calls(
-    target: &Target,
-) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Clone + Send + 'static {
-    let target = target.clone();
-    move || {
-        let target = target.clone();
-        Box::pin(async move { target.call().await })
-    }
-}
-
-fn share(count: usize, round: usize) -> usize {
-    count / ROUNDS + usize::from(round < count % ROUNDS)
 }
 
 /// The table; ratios and overheads are relative to the first row (bare).

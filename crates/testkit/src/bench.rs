@@ -14,6 +14,20 @@ pub fn count_from_env(name: &str, default: usize) -> usize {
     }
 }
 
+/// Whether `BENCH_PATHS` (comma-separated parts of row labels, any case; unset means all)
+/// selects the row `label`: to profile or time one path at a time.
+pub fn path_selected(label: &str) -> bool {
+    std::env::var("BENCH_PATHS").map_or(true, |wanted| label_matches(&wanted, label))
+}
+
+fn label_matches(wanted: &str, label: &str) -> bool {
+    let label = label.to_lowercase();
+    wanted
+        .split(',')
+        .map(|part| part.trim().to_lowercase())
+        .any(|part| !part.is_empty() && label.contains(&part))
+}
+
 /// One call at a time; the latency of each.
 pub async fn sequential<F, Fut>(call: F, count: usize) -> Vec<Duration>
 where
@@ -76,6 +90,80 @@ where
     started.elapsed()
 }
 
+/// How [`measure_paths`] spends its requests on each path.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Sequential and concurrent requests of each path before anything is measured.
+    pub warmup: usize,
+    /// Measured one-at-a-time requests per path (latency).
+    pub sequential: usize,
+    /// Measured requests per path at `in_flight` (throughput).
+    pub requests: usize,
+    pub in_flight: usize,
+    /// The measured requests are split over this many rounds.
+    pub rounds: usize,
+}
+
+impl Plan {
+    /// Round `round`'s part of `count`.
+    fn share(&self, count: usize, round: usize) -> usize {
+        count / self.rounds + usize::from(round < count % self.rounds)
+    }
+}
+
+/// One path's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct PathStats {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub per_second: f64,
+}
+
+/// Measures several ways of doing the same request side by side, on a runtime worker (where
+/// services run their requests) rather than the caller's thread: each path is warmed up,
+/// then in every round the paths take turns request by request for latency ([`interleaved`])
+/// and, path after path in an order that rotates each round, run their share at
+/// `in_flight` for throughput ([`concurrent`]). A disturbance of the machine then falls on
+/// all paths alike. The figures come back in `calls` order.
+pub async fn measure_paths<F, Fut>(calls: Vec<F>, plan: Plan) -> Vec<PathStats>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        for call in &calls {
+            sequential(call, plan.warmup).await;
+            concurrent(call.clone(), plan.warmup, plan.in_flight).await;
+        }
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); calls.len()];
+        let mut elapsed = vec![Duration::ZERO; calls.len()];
+        for round in 0..plan.rounds {
+            let round_samples = interleaved(&calls, plan.share(plan.sequential, round)).await;
+            for (samples, round_samples) in samples.iter_mut().zip(round_samples) {
+                samples.extend(round_samples);
+            }
+            for turn in 0..calls.len() {
+                let index = (turn + round) % calls.len();
+                let count = plan.share(plan.requests, round);
+                elapsed[index] += concurrent(calls[index].clone(), count, plan.in_flight).await;
+            }
+        }
+        samples
+            .into_iter()
+            .zip(elapsed)
+            .map(|(mut samples, elapsed)| {
+                samples.sort_unstable();
+                PathStats {
+                    p50: percentile(&samples, 0.50),
+                    p99: percentile(&samples, 0.99),
+                    per_second: plan.requests as f64 / elapsed.as_secs_f64(),
+                }
+            })
+            .collect()
+    });
+    join(task.await)
+}
+
 /// A task's result, its panic carried on to the caller.
 pub fn join<T>(outcome: Result<T, tokio::task::JoinError>) -> T {
     match outcome {
@@ -112,6 +200,14 @@ mod tests {
         assert_eq!(percentile(&samples, 0.0), Duration::from_millis(1));
     }
 
+    #[test]
+    fn bench_paths_match_parts_of_labels() {
+        assert!(label_matches("nats", "Channel over NATS"));
+        assert!(label_matches("direct, HTTP/2", "gateway + HTTP/2"));
+        assert!(!label_matches("direct", "gateway + NATS"));
+        assert!(!label_matches(",", "anything"));
+    }
+
     #[tokio::test]
     async fn interleaved_takes_turns() {
         let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -127,6 +223,36 @@ mod tests {
         let samples = interleaved(&calls, 2).await;
         assert_eq!(samples.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 2]);
         assert_eq!(*order.lock().expect("order"), [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn measure_paths_runs_the_plan_on_every_path() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let counters: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
+        let calls: Vec<_> = counters
+            .iter()
+            .map(|counter| {
+                let counter = counter.clone();
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async {}
+                }
+            })
+            .collect();
+        let plan = Plan {
+            warmup: 3,
+            sequential: 10,
+            requests: 21,
+            in_flight: 4,
+            rounds: 4,
+        };
+        let stats = measure_paths(calls, plan).await;
+        assert_eq!(stats.len(), 2);
+        for counter in counters {
+            assert_eq!(counter.load(Ordering::SeqCst), 3 + 3 + 10 + 21);
+        }
+        assert!(stats.iter().all(|s| s.per_second > 0.0 && s.p50 <= s.p99));
     }
 
     #[tokio::test]
