@@ -331,8 +331,7 @@ where
             Err(rejected) => Box::pin(async move { Ok(open_response(&shared.upstream, rejected)) }),
             Ok(transition) => {
                 shared.report(transition);
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let mut inner = crate::take_ready(&mut self.inner);
                 Box::pin(async move {
                     let permit = Permit {
                         shared,

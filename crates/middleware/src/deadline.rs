@@ -75,8 +75,7 @@ where
         )
         .unwrap_or_else(|| Deadline::after(self.default_budget));
         request.extensions_mut().insert(deadline);
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             let remaining = deadline.remaining();
             if remaining.is_zero() {

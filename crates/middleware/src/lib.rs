@@ -24,6 +24,14 @@ pub mod retry;
 pub mod trace;
 
 pub use auth::{Claims, JwtKeys, JwtSettings, RequireAuthLayer};
+
+/// The inner service a layer's `call` should drive: the one `poll_ready` made ready, with a
+/// fresh clone left in its place for the next request. (Calling the clone instead would use
+/// a service nobody polled ready: the tower idiom, written once.)
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let fresh = inner.clone();
+    std::mem::replace(inner, fresh)
+}
 pub use breaker::{BreakerConfig, CircuitBreakerLayer};
 pub use deadline::DeadlineLayer;
 pub use metrics::HttpMetricsLayer;

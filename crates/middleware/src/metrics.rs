@@ -85,8 +85,7 @@ where
             .map_or("unmatched", MatchedPath::as_str)
             .to_owned();
         let layer = self.layer.clone();
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             let result = inner.call(request).await;
             let status = match &result {

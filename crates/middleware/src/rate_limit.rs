@@ -110,8 +110,7 @@ where
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             return Box::pin(async move { Ok(too_many_requests(seconds)) });
         }
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         Box::pin(async move { inner.call(request).await })
     }
 }

@@ -122,8 +122,7 @@ where
         });
         let _ = span.set_parent(parent);
 
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::take_ready(&mut self.inner);
         let record = span.clone();
         Box::pin(
             async move {

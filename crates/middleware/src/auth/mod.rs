@@ -717,8 +717,7 @@ where
         match verified {
             Ok(claims) => {
                 request.extensions_mut().insert(claims);
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let mut inner = crate::take_ready(&mut self.inner);
                 Box::pin(async move { inner.call(request).await })
             }
             Err(error) => {
