@@ -48,8 +48,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 use testkit::bench::{
-    PathStats, Plan, count_from_env, join, measure_paths, micros, path_selected, percentile,
-    verdict,
+    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, path_selected,
+    percentile, verdict,
 };
 
 use bytes::Bytes;
@@ -224,7 +224,21 @@ async fn main() {
 
     // Part 1: the paths side by side.
     probe(&targets).await;
-    let paths = measure(&targets, sequential_count, requests).await;
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let calls = targets.iter().cloned().map(|target| {
+        let label = target.label;
+        (
+            label,
+            owning_call(target, |target| async move { target.call().await }),
+        )
+    });
+    let paths = measure_paths(calls.collect(), plan).await;
 
     // Part 2: warm against cold, directly on product-service.
     eprintln!("creating {cold_count} products to read cold (not timed)");
@@ -454,42 +468,6 @@ async fn probe(targets: &[Target]) {
     for target in targets {
         target.call().await;
     }
-}
-
-/// Warms every path up, then measures them in [`ROUNDS`] rounds
-/// (`testkit::bench::measure_paths`).
-async fn measure(
-    targets: &[Target],
-    sequential_count: usize,
-    requests: usize,
-) -> Vec<(&'static str, Stats)> {
-    eprintln!(
-        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
-         per path, in {ROUNDS} rounds"
-    );
-    let calls: Vec<_> = targets
-        .iter()
-        .cloned()
-        .map(|target| {
-            move || {
-                let target = target.clone();
-                async move { target.call().await }
-            }
-        })
-        .collect();
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
-    let stats = measure_paths(calls, plan).await;
-    targets
-        .iter()
-        .map(|target| target.label)
-        .zip(stats)
-        .collect()
 }
 
 fn stats_of(rows: &[(&'static str, Stats)], wanted: &str) -> Option<Stats> {

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::bench::{
-    PathStats, Plan, count_from_env, measure_paths, micros, path_selected, verdict,
+    PathStats, Plan, count_from_env, measure_paths, micros, owning_call, path_selected, verdict,
 };
 
 use axum::Router;
@@ -150,7 +150,17 @@ async fn main() {
         (OVER_NATS, boxed(nats_call)),
         (OVER_HTTP2, boxed(http_call)),
     ]);
-    let stats = measure(paths, sequential_count, requests).await;
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let calls = paths
+        .into_iter()
+        .map(|(label, call)| (label, owning_call(call, |call| call())));
+    let stats = measure_paths(calls.collect(), plan).await;
     responder.abort();
     mesh_server.shutdown().await;
     stop.cancel();
@@ -253,35 +263,6 @@ where
 /// Rounds in which every path takes its turn, so a disturbance on the machine (a build, a
 /// GC, the other core busy) falls on all paths alike instead of on one.
 const ROUNDS: usize = 8;
-
-/// Warms every path up, then measures sequential latency and throughput at [`IN_FLIGHT`] in
-/// [`ROUNDS`] rounds (`testkit::bench::measure_paths`).
-async fn measure(
-    paths: Vec<(&'static str, Call)>,
-    sequential_count: usize,
-    requests: usize,
-) -> Vec<(&'static str, Stats)> {
-    eprintln!(
-        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
-         per path, in {ROUNDS} rounds"
-    );
-    let calls: Vec<_> = paths
-        .iter()
-        .map(|(_, call)| {
-            let call = call.clone();
-            move || call()
-        })
-        .collect();
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
-    let stats = measure_paths(calls, plan).await;
-    paths.iter().map(|(label, _)| *label).zip(stats).collect()
-}
 
 /// The table; ratios are relative to the first row (raw async-nats).
 fn report(sequential_count: usize, requests: usize, rows: &[(&str, Stats)]) {

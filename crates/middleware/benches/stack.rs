@@ -40,7 +40,9 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
-use testkit::bench::{PathStats, Plan, count_from_env, join, measure_paths, micros, verdict};
+use testkit::bench::{
+    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, verdict,
+};
 
 use axum::extract::Path;
 use axum::routing::get;
@@ -231,7 +233,21 @@ async fn main() {
     drop(client);
 
     probe(&targets).await;
-    let stats = measure(&targets, sequential_count, requests).await;
+    let plan = Plan {
+        warmup: WARMUP,
+        sequential: sequential_count,
+        requests,
+        in_flight: IN_FLIGHT,
+        rounds: ROUNDS,
+    };
+    let calls = targets.iter().cloned().map(|target| {
+        let label = target.label;
+        (
+            label,
+            owning_call(target, |target| async move { target.call().await }),
+        )
+    });
+    let stats = measure_paths(calls.collect(), plan).await;
 
     stop.cancel();
     for server in servers {
@@ -286,42 +302,6 @@ async fn probe(targets: &[Target]) {
             );
         }
     }
-}
-
-/// Warms every variant up, then measures them in [`ROUNDS`] rounds
-/// (`testkit::bench::measure_paths`).
-async fn measure(
-    targets: &[Target],
-    sequential_count: usize,
-    requests: usize,
-) -> Vec<(&'static str, Stats)> {
-    eprintln!(
-        "warming up, then {sequential_count} sequential and {requests} at {IN_FLIGHT} in flight \
-         per variant, in {ROUNDS} rounds"
-    );
-    let calls: Vec<_> = targets
-        .iter()
-        .cloned()
-        .map(|target| {
-            move || {
-                let target = target.clone();
-                async move { target.call().await }
-            }
-        })
-        .collect();
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
-    let stats = measure_paths(calls, plan).await;
-    targets
-        .iter()
-        .map(|target| target.label)
-        .zip(stats)
-        .collect()
 }
 
 /// The table; ratios and overheads are relative to the first row (bare).

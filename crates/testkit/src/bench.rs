@@ -124,12 +124,20 @@ pub struct PathStats {
 /// then in every round the paths take turns request by request for latency ([`interleaved`])
 /// and, path after path in an order that rotates each round, run their share at
 /// `in_flight` for throughput ([`concurrent`]). A disturbance of the machine then falls on
-/// all paths alike. The figures come back in `calls` order.
-pub async fn measure_paths<F, Fut>(calls: Vec<F>, plan: Plan) -> Vec<PathStats>
+/// all paths alike. The figures come back labelled, in `paths` order.
+pub async fn measure_paths<F, Fut>(
+    paths: Vec<(&'static str, F)>,
+    plan: Plan,
+) -> Vec<(&'static str, PathStats)>
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    eprintln!(
+        "warming up, then {} sequential and {} at {} in flight per path, in {} rounds",
+        plan.sequential, plan.requests, plan.in_flight, plan.rounds
+    );
+    let (labels, calls): (Vec<&'static str>, Vec<F>) = paths.into_iter().unzip();
     let task = tokio::spawn(async move {
         for call in &calls {
             sequential(call, plan.warmup).await;
@@ -159,9 +167,19 @@ where
                     per_second: plan.requests as f64 / elapsed.as_secs_f64(),
                 }
             })
-            .collect()
+            .collect::<Vec<_>>()
     });
-    join(task.await)
+    labels.into_iter().zip(join(task.await)).collect()
+}
+
+/// A call for [`measure_paths`] made from a value it needs to own (a client, a target): each
+/// call gets its own clone, so the futures are `'static`.
+pub fn owning_call<T, F, Fut>(value: T, call: F) -> impl Fn() -> Fut + Clone + Send + Sync
+where
+    T: Clone + Send + Sync,
+    F: Fn(T) -> Fut + Clone + Send + Sync,
+{
+    move || call(value.clone())
 }
 
 /// A task's result, its panic carried on to the caller.
@@ -230,14 +248,15 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
         let counters: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
-        let calls: Vec<_> = counters
-            .iter()
-            .map(|counter| {
-                let counter = counter.clone();
-                move || {
+        let calls: Vec<_> = ["a", "b"]
+            .into_iter()
+            .zip(&counters)
+            .map(|(label, counter)| {
+                let call = owning_call(counter.clone(), |counter| {
                     counter.fetch_add(1, Ordering::SeqCst);
                     async {}
-                }
+                });
+                (label, call)
             })
             .collect();
         let plan = Plan {
@@ -248,11 +267,18 @@ mod tests {
             rounds: 4,
         };
         let stats = measure_paths(calls, plan).await;
-        assert_eq!(stats.len(), 2);
+        assert_eq!(
+            stats.iter().map(|(label, _)| *label).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         for counter in counters {
             assert_eq!(counter.load(Ordering::SeqCst), 3 + 3 + 10 + 21);
         }
-        assert!(stats.iter().all(|s| s.per_second > 0.0 && s.p50 <= s.p99));
+        assert!(
+            stats
+                .iter()
+                .all(|(_, s)| s.per_second > 0.0 && s.p50 <= s.p99)
+        );
     }
 
     #[tokio::test]
