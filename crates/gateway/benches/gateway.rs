@@ -58,19 +58,23 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use kit::{Env, ServiceConfig};
 use middleware::auth::{JwtKeys, JwtSettings};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinHandle;
 
-const WARMUP: usize = 500;
 const IN_FLIGHT: usize = 32;
-const DEFAULT_SEQUENTIAL: usize = 2000;
-const DEFAULT_REQUESTS: usize = 10_000;
+/// Requests per path; `BENCH_SEQUENTIAL` and `BENCH_REQUESTS` override the measured counts.
+/// The measured requests are split over eight rounds, so a disturbance of the machine (a
+/// build, a GC, the other core busy) falls on all paths alike.
+const PLAN: Plan = Plan {
+    warmup: 500,
+    sequential: 2000,
+    requests: 10_000,
+    in_flight: IN_FLIGHT,
+    rounds: 8,
+};
 const DEFAULT_COLD: usize = 2000;
-/// The measured requests of each path are split over this many rounds.
-const ROUNDS: usize = 8;
 /// Products created at once before part 2.
 const CREATE_IN_FLIGHT: usize = 16;
 /// Gateway over NATS p50 at most this many times the direct p50.
@@ -138,8 +142,8 @@ struct Running {
 
 #[tokio::main]
 async fn main() {
-    let sequential_count = count_from_env("BENCH_SEQUENTIAL", DEFAULT_SEQUENTIAL);
-    let requests = count_from_env("BENCH_REQUESTS", DEFAULT_REQUESTS);
+    let plan = PLAN.with_env_counts();
+    let (sequential_count, requests) = (plan.sequential, plan.requests);
     let cold_count = count_from_env("BENCH_COLD", DEFAULT_COLD);
 
     // product-service, on its own database and mesh name.
@@ -200,7 +204,7 @@ async fn main() {
         .token;
     let product_id = create_product(&setup, &direct_base, &token, 0).await;
 
-    let client = http_client();
+    let client: HttpClient = testkit::http::keep_alive_client(IN_FLIGHT);
     let path = format!("/products/{product_id}");
     let mut targets: Vec<Target> = [
         (DIRECT, product_port),
@@ -224,13 +228,6 @@ async fn main() {
 
     // Part 1: the paths side by side.
     probe(&targets).await;
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
     let calls = targets.iter().cloned().map(|target| {
         let label = target.label;
         (
@@ -385,14 +382,6 @@ async fn nats_floor(
     (target, echo)
 }
 
-fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(IN_FLIGHT)
-        .build(connector)
-}
-
 /// `GET uri`, which must answer 200; the body is read to the end.
 async fn get_ok(client: &HttpClient, uri: Uri, label: &str) {
     let request = Request::builder()
@@ -420,23 +409,20 @@ async fn get_ok(client: &HttpClient, uri: Uri, label: &str) {
 
 /// Creates a product on product-service (not timed); its id.
 async fn create_product(http: &reqwest::Client, base: &str, token: &str, index: usize) -> String {
-    let response = http
-        .post(format!("{base}/products"))
-        .bearer_auth(token)
-        .json(&json!({
-            "name": format!("Bench espresso cup {index}"),
-            "description": "Porcelain, 80 ml, dishwasher safe.",
-            "price_cents": 1250,
-            "stock": 100,
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("POST /products failed: {error}"));
-    let status = response.status();
-    let product: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, product) = testkit::http::send_json(
+        http.post(format!("{base}/products"))
+            .bearer_auth(token)
+            .json(&json!({
+                "name": format!("Bench espresso cup {index}"),
+                "description": "Porcelain, 80 ml, dishwasher safe.",
+                "price_cents": 1250,
+                "stock": 100,
+            })),
+    )
+    .await;
     assert_eq!(
         status,
-        reqwest::StatusCode::CREATED,
+        reqwest::StatusCode::CREATED.as_u16(),
         "POST /products answered {status}: {product}"
     );
     product["id"]
@@ -483,7 +469,8 @@ fn report(sequential_count: usize, requests: usize, rows: &[(&'static str, Stats
     println!(
         "gateway benchmark (GET /products/{{id}}, warm cache, HTTP/1.1 keep-alive client on \
          loopback, {sequential_count} sequential, {requests} at {IN_FLIGHT} in flight, \
-         {ROUNDS} rounds)"
+         {} rounds)",
+        PLAN.rounds
     );
     let throughput_header = format!("req/s @{IN_FLIGHT}");
     println!(

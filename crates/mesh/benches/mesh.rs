@@ -32,9 +32,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::bench::{
-    PathStats, Plan, count_from_env, measure_paths, micros, owning_call, path_selected, verdict,
-};
+use testkit::bench::{PathStats, Plan, measure_paths, micros, owning_call, path_selected, verdict};
 
 use axum::Router;
 use axum::routing::post;
@@ -46,10 +44,17 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 const BODY_LEN: usize = 256;
-const WARMUP: usize = 500;
 const IN_FLIGHT: usize = 32;
-const DEFAULT_SEQUENTIAL: usize = 3000;
-const DEFAULT_REQUESTS: usize = 20_000;
+/// Requests per path; `BENCH_SEQUENTIAL` and `BENCH_REQUESTS` override the measured counts.
+/// The measured requests are split over eight rounds, so a disturbance of the machine (a
+/// build, a GC, the other core busy) falls on all paths alike.
+const PLAN: Plan = Plan {
+    warmup: 500,
+    sequential: 3000,
+    requests: 20_000,
+    in_flight: IN_FLIGHT,
+    rounds: 8,
+};
 /// Channel over NATS p50 at most this many times the raw async-nats p50.
 const P50_GOAL: f64 = 1.15;
 /// Channel over NATS requests per second at least this many times HTTP/2's.
@@ -66,8 +71,8 @@ type Stats = PathStats;
 
 #[tokio::main]
 async fn main() {
-    let sequential_count = count_from_env("BENCH_SEQUENTIAL", DEFAULT_SEQUENTIAL);
-    let requests = count_from_env("BENCH_REQUESTS", DEFAULT_REQUESTS);
+    let plan = PLAN.with_env_counts();
+    let (sequential_count, requests) = (plan.sequential, plan.requests);
     let url = testkit::nats_url();
     // Separate connections, as a caller and a service in two processes would have.
     let server_side = connect(&url).await;
@@ -150,13 +155,6 @@ async fn main() {
         (OVER_NATS, boxed(nats_call)),
         (OVER_HTTP2, boxed(http_call)),
     ]);
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
     let calls = paths
         .into_iter()
         .map(|(label, call)| (label, owning_call(call, |call| call())));
@@ -259,10 +257,6 @@ where
 {
     Arc::new(move || Box::pin(call()))
 }
-
-/// Rounds in which every path takes its turn, so a disturbance on the machine (a build, a
-/// GC, the other core busy) falls on all paths alike instead of on one.
-const ROUNDS: usize = 8;
 
 /// The table; ratios are relative to the first row (raw async-nats).
 fn report(sequential_count: usize, requests: usize, rows: &[(&str, Stats)]) {

@@ -40,9 +40,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
-use testkit::bench::{
-    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, verdict,
-};
+use testkit::bench::{PathStats, Plan, join, measure_paths, micros, owning_call, verdict};
 
 use axum::extract::Path;
 use axum::routing::get;
@@ -53,7 +51,6 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use middleware::{
     DeadlineLayer, HttpMetricsLayer, JwtKeys, JwtSettings, RateLimitLayer, RequestTraceLayer,
     RequireAuthLayer,
@@ -62,12 +59,17 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
-const WARMUP: usize = 1000;
 const IN_FLIGHT: usize = 32;
-const DEFAULT_SEQUENTIAL: usize = 2000;
-const DEFAULT_REQUESTS: usize = 20_000;
-/// The measured requests of each variant are split over this many rounds.
-const ROUNDS: usize = 8;
+/// Requests per path; `BENCH_SEQUENTIAL` and `BENCH_REQUESTS` override the measured counts.
+/// The measured requests are split over eight rounds, so a disturbance of the machine (a
+/// build, a GC, the other core busy) falls on all paths alike.
+const PLAN: Plan = Plan {
+    warmup: 1000,
+    sequential: 2000,
+    requests: 20_000,
+    in_flight: IN_FLIGHT,
+    rounds: 8,
+};
 /// JWT verification may cost at most this share of the stack's throughput.
 const JWT_COST_GOAL: f64 = 0.05;
 /// A quota no benchmark run comes near, so the rate limiter only costs its bookkeeping.
@@ -188,8 +190,8 @@ type Stats = PathStats;
 
 #[tokio::main]
 async fn main() {
-    let sequential_count = count_from_env("BENCH_SEQUENTIAL", DEFAULT_SEQUENTIAL);
-    let requests = count_from_env("BENCH_REQUESTS", DEFAULT_REQUESTS);
+    let plan = PLAN.with_env_counts();
+    let requests = plan.requests;
 
     let keys = JwtKeys::new(&JwtSettings::hs256(SECRET)).expect("HS256 keys");
     let token = keys
@@ -213,7 +215,7 @@ async fn main() {
         servers.push(tokio::spawn(server.serve(router, stop.clone())));
     }
 
-    let client = http_client();
+    let client: HttpClient = testkit::http::keep_alive_client(IN_FLIGHT);
     let expected = Bytes::from(
         serde_json::to_vec(&product(PRODUCT_ID.to_owned())).expect("product serializes"),
     );
@@ -233,13 +235,6 @@ async fn main() {
     drop(client);
 
     probe(&targets).await;
-    let plan = Plan {
-        warmup: WARMUP,
-        sequential: sequential_count,
-        requests,
-        in_flight: IN_FLIGHT,
-        rounds: ROUNDS,
-    };
     let calls = targets.iter().cloned().map(|target| {
         let label = target.label;
         (
@@ -262,14 +257,6 @@ async fn main() {
     }
 
     report(requests, &stats);
-}
-
-fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(IN_FLIGHT)
-        .build(connector)
 }
 
 /// Checks that each variant is what its label says before anything is measured: the stacks

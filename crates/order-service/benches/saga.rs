@@ -204,23 +204,20 @@ async fn main() {
 
 /// Creates the product every order buys; its id.
 async fn create_product(http: &reqwest::Client, base: &str, token: &str, stock: i64) -> String {
-    let response = http
-        .post(format!("{base}/products"))
-        .bearer_auth(token)
-        .json(&json!({
-            "name": "Bench espresso cup",
-            "description": "Porcelain, 80 ml, dishwasher safe.",
-            "price_cents": PRICE_CENTS,
-            "stock": stock,
-        }))
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("POST /products failed: {error}"));
-    let status = response.status();
-    let product: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, product) = testkit::http::send_json(
+        http.post(format!("{base}/products"))
+            .bearer_auth(token)
+            .json(&json!({
+                "name": "Bench espresso cup",
+                "description": "Porcelain, 80 ml, dishwasher safe.",
+                "price_cents": PRICE_CENTS,
+                "stock": stock,
+            })),
+    )
+    .await;
     assert_eq!(
         status,
-        reqwest::StatusCode::CREATED,
+        reqwest::StatusCode::CREATED.as_u16(),
         "POST /products answered {status}: {product}"
     );
     product["id"]
@@ -233,19 +230,16 @@ async fn create_product(http: &reqwest::Client, base: &str, token: &str, stock: 
 /// `CONFIRMED` being read.
 async fn one_order(shop: Shop) -> Duration {
     let started = Instant::now();
-    let response = shop
-        .http
-        .post(format!("{}/orders", shop.orders))
-        .bearer_auth(&shop.token)
-        .json(&shop.body)
-        .send()
-        .await
-        .unwrap_or_else(|error| panic!("POST /orders failed: {error}"));
-    let status = response.status();
-    let order: Value = response.json().await.unwrap_or(Value::Null);
+    let (status, order) = testkit::http::send_json(
+        shop.http
+            .post(format!("{}/orders", shop.orders))
+            .bearer_auth(&shop.token)
+            .json(&shop.body),
+    )
+    .await;
     assert_eq!(
         status,
-        reqwest::StatusCode::CREATED,
+        reqwest::StatusCode::CREATED.as_u16(),
         "POST /orders answered {status}: {order}"
     );
     let id = order["id"]
@@ -257,18 +251,11 @@ async fn one_order(shop: Shop) -> Duration {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let response = shop
-            .http
-            .get(&url)
-            .bearer_auth(&shop.token)
-            .send()
-            .await
-            .unwrap_or_else(|error| panic!("GET /orders/{id} failed: {error}"));
-        let status = response.status();
-        let order: Value = response.json().await.unwrap_or(Value::Null);
+        let (status, order) =
+            testkit::http::send_json(shop.http.get(&url).bearer_auth(&shop.token)).await;
         assert_eq!(
             status,
-            reqwest::StatusCode::OK,
+            reqwest::StatusCode::OK.as_u16(),
             "GET /orders/{id} answered {status}: {order}"
         );
         match order["status"].as_str() {

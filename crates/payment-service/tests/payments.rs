@@ -71,14 +71,7 @@ impl Running {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(self.http.get(format!("{}{path}", self.base))).await
     }
 
     async fn stop(self) {

@@ -81,9 +81,7 @@ impl Running {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(request).await
     }
 
     async fn create(&self, name: &str, price_cents: i64, stock: i64) -> Value {

@@ -105,6 +105,16 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// This plan with the measured counts taken from `BENCH_SEQUENTIAL` and `BENCH_REQUESTS`
+    /// where they are set.
+    pub fn with_env_counts(self) -> Self {
+        Self {
+            sequential: count_from_env("BENCH_SEQUENTIAL", self.sequential),
+            requests: count_from_env("BENCH_REQUESTS", self.requests),
+            ..self
+        }
+    }
+
     /// Round `round`'s part of `count`.
     fn share(&self, count: usize, round: usize) -> usize {
         count / self.rounds + usize::from(round < count % self.rounds)

@@ -2,6 +2,7 @@
 //! broker on this machine. Every test gets its own names so tests run in parallel.
 
 pub mod bench;
+pub mod http;
 mod proxy;
 mod service_env;
 

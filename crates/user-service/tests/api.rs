@@ -21,15 +21,7 @@ struct Running {
 
 impl Running {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(self.http.post(format!("{}{path}", self.base)).json(&body)).await
     }
 
     async fn profile(&self, token: Option<&str>) -> (u16, Value) {
@@ -37,9 +29,7 @@ impl Running {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(request).await
     }
 
     async fn register(&self, email: &str, password: &str) -> (u16, Value) {

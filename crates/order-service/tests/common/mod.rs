@@ -212,21 +212,16 @@ impl Stack {
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
-        let response = request.send().await.expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(request).await
     }
 
     pub async fn get(&self, user: Uuid, id: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}/orders/{id}", self.orders))
-            .bearer_auth(token_for(user))
-            .send()
-            .await
-            .expect("answer");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        testkit::http::send_json(
+            self.http
+                .get(format!("{}/orders/{id}", self.orders))
+                .bearer_auth(token_for(user)),
+        )
+        .await
     }
 
     pub async fn wait_for_status(&self, user: Uuid, id: &str, want: &str) -> Value {
