@@ -48,8 +48,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 use testkit::bench::{
-    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, path_selected,
-    percentile, verdict,
+    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, percentile, verdict,
 };
 
 use bytes::Bytes;
@@ -224,7 +223,6 @@ async fn main() {
     .collect();
     let (floor, echo) = nats_floor(&setup, &direct_base, &path).await;
     targets.push(floor);
-    targets.retain(|target| path_selected(target.label));
 
     // Part 1: the paths side by side.
     probe(&targets).await;

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use testkit::bench::{PathStats, Plan, measure_paths, micros, owning_call, path_selected, verdict};
+use testkit::bench::{PathStats, Plan, measure_paths, micros, owning_call, verdict};
 
 use axum::Router;
 use axum::routing::post;
@@ -149,12 +149,12 @@ async fn main() {
     let channel = Channel::http(base, "bench");
     let http_call = move || channel_request(channel.clone(), payload.clone(), OVER_HTTP2);
 
-    let paths = only_selected(vec![
+    let paths = vec![
         (RAW, boxed(raw_call)),
         (RAW_HEADERS, boxed(raw_headers_call)),
         (OVER_NATS, boxed(nats_call)),
         (OVER_HTTP2, boxed(http_call)),
-    ]);
+    ];
     let calls = paths
         .into_iter()
         .map(|(label, call)| (label, owning_call(call, |call| call())));
@@ -235,16 +235,6 @@ async fn channel_request(channel: Channel, payload: Bytes, label: &'static str) 
         String::from_utf8_lossy(&body)
     );
     assert_eq!(body.len(), BODY_LEN, "{label} echoed {} bytes", body.len());
-}
-
-/// The paths `BENCH_PATHS` selects (all when unset); goals are checked only on a full run.
-fn only_selected(paths: Vec<(&'static str, Call)>) -> Vec<(&'static str, Call)> {
-    let kept: Vec<_> = paths
-        .into_iter()
-        .filter(|(label, _)| path_selected(label))
-        .collect();
-    assert!(!kept.is_empty(), "BENCH_PATHS names no path");
-    kept
 }
 
 /// One path's request, type-erased so the paths can be measured side by side.

@@ -15,8 +15,9 @@ pub fn count_from_env(name: &str, default: usize) -> usize {
 }
 
 /// Whether `BENCH_PATHS` (comma-separated parts of row labels, any case; unset means all)
-/// selects the row `label`: to profile or time one path at a time.
-pub fn path_selected(label: &str) -> bool {
+/// selects the row `label`: to profile or time one path at a time. [`measure_paths`] applies
+/// it, so every bench built on it understands `BENCH_PATHS`.
+fn path_selected(label: &str) -> bool {
     std::env::var("BENCH_PATHS").map_or(true, |wanted| label_matches(&wanted, label))
 }
 
@@ -134,7 +135,8 @@ pub struct PathStats {
 /// then in every round the paths take turns request by request for latency ([`interleaved`])
 /// and, path after path in an order that rotates each round, run their share at
 /// `in_flight` for throughput ([`concurrent`]). A disturbance of the machine then falls on
-/// all paths alike. The figures come back labelled, in `paths` order.
+/// all paths alike. The figures come back labelled, in `paths` order, for the paths
+/// `BENCH_PATHS` selects (all when it is unset).
 pub async fn measure_paths<F, Fut>(
     paths: Vec<(&'static str, F)>,
     plan: Plan,
@@ -147,7 +149,11 @@ where
         "warming up, then {} sequential and {} at {} in flight per path, in {} rounds",
         plan.sequential, plan.requests, plan.in_flight, plan.rounds
     );
-    let (labels, calls): (Vec<&'static str>, Vec<F>) = paths.into_iter().unzip();
+    let (labels, calls): (Vec<&'static str>, Vec<F>) = paths
+        .into_iter()
+        .filter(|(label, _)| path_selected(label))
+        .unzip();
+    assert!(!labels.is_empty(), "BENCH_PATHS names no path");
     let task = tokio::spawn(async move {
         for call in &calls {
             sequential(call, plan.warmup).await;
