@@ -53,7 +53,7 @@ pub struct BridgeConfig {
     pub reverse: Vec<ReverseMapping>,
 }
 
-pub const DEFAULT_SUBJECT_PREFIX: &str = "events";
+pub const DEFAULT_SUBJECT_PREFIX: &str = contracts::subjects::EVENTS_SUBJECT_PREFIX;
 pub const DEFAULT_GROUP: &str = "bridge";
 pub const DEFAULT_STATUS_SUBJECT: &str = "bridge.status";
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

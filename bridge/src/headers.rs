@@ -22,7 +22,7 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, Timestamp};
 pub const MSG_ID: &str = mesh::jetstream::MSG_ID;
 /// The CloudEvents partitioning extension: the exact Kafka key (see `mesh::Event::from_nats`).
 pub const PARTITION_KEY: &str = mesh::event::PARTITION_KEY;
-pub const KAFKA_TOPIC: &str = "Kafka-Topic";
+pub const KAFKA_TOPIC: &str = contracts::subjects::KAFKA_TOPIC_HEADER;
 pub const KAFKA_PARTITION: &str = "Kafka-Partition";
 pub const KAFKA_OFFSET: &str = "Kafka-Offset";
 /// The record's timestamp in milliseconds since the epoch, as the origin set it.

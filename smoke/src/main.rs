@@ -19,7 +19,7 @@ struct Args {
     #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
     /// The first token of the subjects the bridge publishes on.
-    #[arg(long, default_value = "events")]
+    #[arg(long, default_value = contracts::subjects::EVENTS_SUBJECT_PREFIX)]
     subject_prefix: String,
     /// How long an order may stay PENDING, in seconds.
     #[arg(long, default_value_t = 30)]

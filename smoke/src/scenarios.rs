@@ -630,7 +630,7 @@ impl Seen {
             .strip_prefix(prefix)
             .and_then(|rest| rest.strip_prefix('.'))
             .unwrap_or(subject);
-        let topic = header("Kafka-Topic")
+        let topic = header(contracts::subjects::KAFKA_TOPIC_HEADER)
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| below_prefix.split('.').next().unwrap_or("").to_owned());
         Self {

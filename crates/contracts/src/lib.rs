@@ -1,7 +1,8 @@
-//! Contracts shared across Shopmesh services: the gRPC APIs, the saga's topics and the mesh's
-//! subject names. Nothing here does I/O.
+//! Contracts shared across Shopmesh services: the gRPC APIs, the saga's topics and event
+//! payloads, and the NATS subjects saga events are mirrored on. Nothing here does I/O.
 
 pub mod events;
+pub mod subjects;
 pub mod topics;
 
 /// Every message and service of `proto/`, encoded, for gRPC reflection.

@@ -74,21 +74,12 @@ impl Default for Topics {
 /// The JetStream stream the bridge mirrors every topic into.
 pub const EVENTS_STREAM: &str = "EVENTS";
 
-/// `events.<topic>.<key>`: the subject the bridge publishes a Kafka record on.
-pub fn event_subject(topic: &str, key: &str) -> String {
-    format!("events.{topic}.{key}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn subjects_follow_the_design() {
-        assert_eq!(
-            event_subject(ORDER_CREATED, "42"),
-            "events.order_created.42"
-        );
+    fn every_saga_topic_is_listed() {
         assert_eq!(ALL.len(), 6);
     }
 

@@ -12,9 +12,9 @@ use mesh::event;
 use serde_json::{Value, json};
 
 /// The first token of the subjects the bridge publishes on.
-pub const DEFAULT_PREFIX: &str = "events";
+pub const DEFAULT_PREFIX: &str = contracts::subjects::EVENTS_SUBJECT_PREFIX;
 /// The bridge's header naming the Kafka topic a record came from.
-pub const KAFKA_TOPIC: &str = "Kafka-Topic";
+pub const KAFKA_TOPIC: &str = contracts::subjects::KAFKA_TOPIC_HEADER;
 
 #[derive(Debug, Clone)]
 pub struct TailOptions {

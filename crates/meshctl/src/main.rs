@@ -38,7 +38,7 @@ enum Command {
         #[command(subcommand)]
         action: EventsAction,
     },
-    /// The events of one order, in stream order, with the time between steps.
+    /// The events of one order, in emission order (`ce_time`), with the time between steps.
     Saga {
         /// The order id (the key of every saga event).
         order_id: String,

@@ -100,24 +100,13 @@ pub async fn run(
     Ok(())
 }
 
-/// A key as the bridge turns it into one subject token: characters outside
-/// `[A-Za-z0-9_-]` become `_`.
+/// A key as the bridge turns it into one subject token (`contracts::subjects::token`).
 pub fn subject_token(key: &str) -> anyhow::Result<String> {
     let key = key.trim();
     if key.is_empty() {
         bail!("the order id is empty");
     }
-    Ok(key
-        .chars()
-        .take(256)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect())
+    Ok(contracts::subjects::token(key))
 }
 
 /// One line per event, then the terminal state.

@@ -1,15 +1,18 @@
-//! Shopmesh's shared tower layers. Every service, the gateway, the mesh `Channel` and the
-//! bridge take their policy from here, so no service writes its own.
+//! Shopmesh's shared tower layers. Every service and the gateway take their policy from here,
+//! so no service writes its own; callers wrap a `mesh::Channel` in the client-side layers
+//! (mesh itself stays below this crate).
 //!
 //! Server side, in request order: [`trace::RequestTraceLayer`] (request id, span, trace
-//! context), [`metrics::HttpMetricsLayer`], [`rate_limit::RateLimitLayer`],
-//! [`auth::RequireAuthLayer`], [`deadline::DeadlineLayer`].
+//! context), [`metrics::HttpMetricsLayer`], authentication ([`auth::RequireAuthLayer`], or
+//! the gateway's optional token check) *before* [`rate_limit::RateLimitLayer`], which keys
+//! by the verified user, then [`deadline::DeadlineLayer`].
 //! Client side (around a `mesh::Channel`): [`retry::RetryPolicy`] outside
 //! [`breaker::CircuitBreakerLayer`], so a retry never hammers an open circuit and the
 //! breaker sees every attempt.
 //!
 //! Every rejection is the DESIGN.md error body with its status: 401 auth, 429 rate limit,
-//! 503 circuit open, 504 deadline; never a 500.
+//! 503 circuit open, 504 deadline. The one 500 is a token that cannot be issued or checked
+//! because the configured keys are unusable.
 
 pub mod auth;
 pub mod breaker;

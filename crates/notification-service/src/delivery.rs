@@ -2,7 +2,7 @@
 //! as a dead letter (`notification_failed`) when every attempt failed.
 //!
 //! Independent of where events come from: [`Notifier::handle`] takes a [`mesh::Event`], so
-//! the Kafka worker today and a JetStream consumer tomorrow call the same code.
+//! the JetStream consumer and the Kafka worker call the same code.
 
 use std::sync::Arc;
 

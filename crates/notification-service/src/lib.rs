@@ -4,8 +4,9 @@
 //! id), rendered by [`render`], recorded in Postgres and delivered through a [`Sender`]
 //! with retries and exponential backoff. What keeps failing is parked `DEAD` and announced
 //! on `notification_failed` (through the outbox); `POST /notifications/{event_id}/replay`
-//! sends it again. Events come from Kafka today; the delivery logic takes a plain
-//! [`mesh::Event`], so moving the source to JetStream changes only the consumer.
+//! sends it again. Events come from the bridge's JetStream stream (`NOTIFY_SOURCE=jetstream`,
+//! the default) or straight from Kafka (`kafka`); the delivery logic takes a plain
+//! [`mesh::Event`] either way.
 //! Served on its own port (8084) and over the mesh as `notification-service`.
 
 mod delivery;
@@ -112,7 +113,10 @@ impl Source {
         match env.string_or("NOTIFY_SOURCE", "jetstream").as_str() {
             "jetstream" => Ok(Self::JetStream {
                 stream: env.string_or("EVENTS_STREAM", contracts::topics::EVENTS_STREAM),
-                subject_prefix: env.string_or("EVENTS_SUBJECT_PREFIX", "events"),
+                subject_prefix: env.string_or(
+                    "EVENTS_SUBJECT_PREFIX",
+                    contracts::subjects::EVENTS_SUBJECT_PREFIX,
+                ),
             }),
             "kafka" => Ok(Self::Kafka),
             other => Err(ConfigError::Invalid {

@@ -1,4 +1,5 @@
-//! Operations on notifications (no auth: reached inside the mesh, by `meshctl dlq`):
+//! Operations on notifications, for `meshctl dlq` over the mesh. No authentication, so the
+//! port (8084) must stay private to the deployment:
 //! `GET /notifications?status=DEAD` and `POST /notifications/{event_id}/replay`.
 
 use std::collections::HashMap;

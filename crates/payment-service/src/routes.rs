@@ -1,5 +1,6 @@
 //! `GET /payments/{order_id}`: internal and operational use (the gateway does not route
-//! here), so no authentication; the service is only reachable inside the mesh.
+//! here), so no authentication. The port (8083) must stay private to the deployment: the
+//! route is also served over the mesh, which is where callers should reach it.
 
 use axum::extract::{Path, State};
 use axum::routing::get;
