@@ -96,11 +96,8 @@ impl Env {
     {
         self.get(name)
             .map(|raw| {
-                raw.parse().map_err(|e: T::Err| ConfigError::Invalid {
-                    name: name.into(),
-                    value: raw.into(),
-                    reason: e.to_string(),
-                })
+                raw.parse()
+                    .map_err(|e: T::Err| ConfigError::invalid(name, raw, e.to_string()))
             })
             .transpose()
     }
@@ -117,11 +114,9 @@ impl Env {
     pub fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => parse_duration(raw).map_err(|reason| ConfigError::Invalid {
-                name: name.into(),
-                value: raw.into(),
-                reason,
-            }),
+            Some(raw) => {
+                parse_duration(raw).map_err(|reason| ConfigError::invalid(name, raw, reason))
+            }
         }
     }
 }
@@ -220,20 +215,20 @@ impl ServiceConfig {
         if let Some(url) = &database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(ConfigError::Invalid {
-                name: "DATABASE_URL".into(),
-                value: url.clone(),
-                reason: "expected a postgres:// URL".into(),
-            });
+            return Err(ConfigError::invalid(
+                "DATABASE_URL",
+                url,
+                "expected a postgres:// URL",
+            ));
         }
         let nats_url = env.string_or("NATS_URL", DEFAULT_NATS_URL);
         let kafka_brokers = env.string_or("KAFKA_BROKERS", DEFAULT_KAFKA_BROKERS);
         if kafka_brokers.split(',').any(|b| !b.trim().contains(':')) {
-            return Err(ConfigError::Invalid {
-                name: "KAFKA_BROKERS".into(),
-                value: kafka_brokers,
-                reason: "expected comma-separated host:port pairs".into(),
-            });
+            return Err(ConfigError::invalid(
+                "KAFKA_BROKERS",
+                &kafka_brokers,
+                "expected comma-separated host:port pairs",
+            ));
         }
         Ok(Self {
             name: env.string_or("SERVICE_NAME", defaults.name),

@@ -60,11 +60,11 @@ impl DeliverySettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let max_attempts = env.parse_or("NOTIFY_MAX_ATTEMPTS", Self::DEFAULT_MAX_ATTEMPTS)?;
         if !(1..=Self::MAX_ATTEMPTS_CEILING).contains(&max_attempts) {
-            return Err(ConfigError::Invalid {
-                name: "NOTIFY_MAX_ATTEMPTS".into(),
-                value: max_attempts.to_string(),
-                reason: format!("expected 1 to {}", Self::MAX_ATTEMPTS_CEILING),
-            });
+            return Err(ConfigError::invalid(
+                "NOTIFY_MAX_ATTEMPTS",
+                &max_attempts.to_string(),
+                format!("expected 1 to {}", Self::MAX_ATTEMPTS_CEILING),
+            ));
         }
         Ok(Self {
             max_attempts,
@@ -119,11 +119,11 @@ impl Source {
                 ),
             }),
             "kafka" => Ok(Self::Kafka),
-            other => Err(ConfigError::Invalid {
-                name: "NOTIFY_SOURCE".into(),
-                value: other.into(),
-                reason: "expected jetstream or kafka".into(),
-            }),
+            other => Err(ConfigError::invalid(
+                "NOTIFY_SOURCE",
+                other,
+                "expected jetstream or kafka",
+            )),
         }
     }
 }
@@ -146,11 +146,11 @@ impl Config {
         if let Some(url) = &webhook_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(ConfigError::Invalid {
-                name: "NOTIFY_WEBHOOK_URL".into(),
-                value: url.clone(),
-                reason: "expected an http:// or https:// URL".into(),
-            });
+            return Err(ConfigError::invalid(
+                "NOTIFY_WEBHOOK_URL",
+                url,
+                "expected an http:// or https:// URL",
+            ));
         }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,

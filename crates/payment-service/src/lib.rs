@@ -48,11 +48,11 @@ impl Config {
         let payment_limit_cents =
             env.parse_or("PAYMENT_LIMIT_CENTS", DEFAULT_PAYMENT_LIMIT_CENTS)?;
         if payment_limit_cents < 0 {
-            return Err(ConfigError::Invalid {
-                name: "PAYMENT_LIMIT_CENTS".into(),
-                value: payment_limit_cents.to_string(),
-                reason: "must not be negative".into(),
-            });
+            return Err(ConfigError::invalid(
+                "PAYMENT_LIMIT_CENTS",
+                &payment_limit_cents.to_string(),
+                "must not be negative",
+            ));
         }
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,

@@ -164,7 +164,7 @@ impl JwtSettings {
         let algorithm = env.parse_or("JWT_ALGORITHM", JwtAlgorithm::Hs256)?;
         let ttl = env.duration_or("JWT_TTL", DEFAULT_TTL)?;
         if ttl < Duration::from_secs(1) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "JWT_TTL",
                 &env.string_or("JWT_TTL", ""),
                 "tokens must live at least 1s",
@@ -184,7 +184,7 @@ impl JwtSettings {
             JwtAlgorithm::Hs256 => {
                 let secret = env.required("JWT_SECRET")?;
                 if secret.len() < MIN_SECRET_LEN {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "JWT_SECRET",
                         &format!("<redacted, {} bytes>", secret.len()),
                         format!("an HS256 secret must be at least {MIN_SECRET_LEN} bytes"),
@@ -197,14 +197,14 @@ impl JwtSettings {
                 let path = env.required(name)?;
                 let pem = read_pem(name, &path)?;
                 decoding_key_from_pem(algorithm, &pem)
-                    .map_err(|reason| invalid(name, &path, reason))?;
+                    .map_err(|reason| ConfigError::invalid(name, &path, reason))?;
                 settings.public_key_pem = Some(pem);
 
                 let name = "JWT_PRIVATE_KEY_FILE";
                 if let Some(path) = env.get(name) {
                     let pem = read_pem(name, path)?;
                     encoding_key_from_pem(algorithm, &pem)
-                        .map_err(|reason| invalid(name, path, reason))?;
+                        .map_err(|reason| ConfigError::invalid(name, path, reason))?;
                     settings.private_key_pem = Some(pem);
                 }
             }
@@ -213,17 +213,10 @@ impl JwtSettings {
     }
 }
 
-fn invalid(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name: name.into(),
-        value: value.into(),
-        reason: reason.into(),
-    }
-}
-
 fn read_pem(name: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path)
-        .map_err(|error| invalid(name, path, format!("cannot read the PEM file: {error}")))
+    std::fs::read(path).map_err(|error| {
+        ConfigError::invalid(name, path, format!("cannot read the PEM file: {error}"))
+    })
 }
 
 fn decoding_key_from_pem(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<DecodingKey, String> {
