@@ -103,11 +103,7 @@ impl Notifier {
                 event.kind
             )));
         };
-        let created = self
-            .store
-            .insert_pending(event, &rendered)
-            .await
-            .map_err(|error| HandleError::Transient(error.to_string()))?;
+        let created = self.store.insert_pending(event, &rendered).await?;
         if !created {
             // SENT or DEAD: nothing to do. PENDING: a delivery was interrupted; resume it.
             tracing::debug!(event_id = %event.id, "Notification exists; checking its status.");

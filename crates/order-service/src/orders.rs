@@ -135,20 +135,11 @@ impl Orders {
         outcome: PaymentOutcome,
         traceparent: Option<String>,
     ) -> Result<(), HandleError> {
-        let transient = |e: sqlx::Error| HandleError::Transient(e.to_string());
-        let mut tx = self.store.pool().begin().await.map_err(transient)?;
-        if !inbox::record_once(&mut tx, "order-service", event_id)
-            .await
-            .map_err(transient)?
-        {
+        let mut tx = self.store.pool().begin().await?;
+        if !inbox::record_once(&mut tx, "order-service", event_id).await? {
             return Ok(());
         }
-        match self
-            .store
-            .lock_pending(&mut tx, order_id)
-            .await
-            .map_err(transient)?
-        {
+        match self.store.lock_pending(&mut tx, order_id).await? {
             Err(None) => tracing::warn!(%order_id, "Payment result for an unknown order."),
             Err(Some(status)) => {
                 if outcome == PaymentOutcome::Paid && status == Status::Cancelled {
@@ -161,8 +152,7 @@ impl Orders {
                 PaymentOutcome::Paid => {
                     self.store
                         .confirm(&mut tx, order_id, user_id, total_cents, traceparent)
-                        .await
-                        .map_err(transient)?;
+                        .await?;
                     tracing::info!(%order_id, "Order confirmed.");
                 }
                 PaymentOutcome::Declined(reason) => {
@@ -170,13 +160,12 @@ impl Orders {
                     let reason = format!("payment failed: {reason}");
                     self.store
                         .cancel(&mut tx, order_id, user_id, &reason, traceparent)
-                        .await
-                        .map_err(transient)?;
+                        .await?;
                     tracing::info!(%order_id, %reason, "Order cancelled.");
                 }
             },
         }
-        tx.commit().await.map_err(transient)
+        Ok(tx.commit().await?)
     }
 
     async fn release(&self, order_id: Uuid) -> Result<(), HandleError> {

@@ -11,14 +11,13 @@ use crate::orders::{Orders, PaymentOutcome};
 /// Handles one `payment_success` or `payment_failed` event.
 pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), HandleError> {
     let event = received.event;
-    let permanent = |e: mesh::event::EventError| HandleError::Permanent(e.to_string());
     let (order_id, outcome) = match event.kind.as_str() {
         kinds::PAYMENT_SUCCEEDED => {
-            let paid: PaymentSucceeded = event.data_as().map_err(permanent)?;
+            let paid: PaymentSucceeded = event.data_as()?;
             (paid.order_id, PaymentOutcome::Paid)
         }
         kinds::PAYMENT_FAILED => {
-            let failed: PaymentFailed = event.data_as().map_err(permanent)?;
+            let failed: PaymentFailed = event.data_as()?;
             (failed.order_id, PaymentOutcome::Declined(failed.reason))
         }
         other => {

@@ -33,10 +33,6 @@ impl std::fmt::Debug for Payments {
     }
 }
 
-fn transient(error: sqlx::Error) -> HandleError {
-    HandleError::Transient(error.to_string())
-}
-
 impl Payments {
     pub(crate) fn new(
         pool: PgPool,
@@ -68,15 +64,10 @@ impl Payments {
                 kinds::ORDER_CREATED
             )));
         }
-        let order: OrderCreated = event
-            .data_as()
-            .map_err(|error| HandleError::Permanent(error.to_string()))?;
+        let order: OrderCreated = event.data_as()?;
 
-        let mut tx = self.pool.begin().await.map_err(transient)?;
-        if !inbox::record_once(&mut tx, CONSUMER, event.id)
-            .await
-            .map_err(transient)?
-        {
+        let mut tx = self.pool.begin().await?;
+        if !inbox::record_once(&mut tx, CONSUMER, event.id).await? {
             tracing::debug!(event_id = %event.id, order_id = %order.order_id, "Event already handled.");
             return Ok(());
         }
@@ -96,12 +87,11 @@ impl Payments {
             status,
             reason.as_deref(),
         )
-        .await
-        .map_err(transient)?;
+        .await?;
         if !inserted {
             // Another order_created for an order that already has its payment: the inbox
             // row is kept (this event is handled), nothing is charged or emitted again.
-            tx.commit().await.map_err(transient)?;
+            tx.commit().await?;
             tracing::info!(event_id = %event.id, order_id = %order.order_id, "Order already has a payment; nothing emitted.");
             return Ok(());
         }
@@ -136,13 +126,9 @@ impl Payments {
                 ),
             ),
         };
-        let emitted = emitted
-            .map_err(|error| HandleError::Permanent(error.to_string()))?
-            .with_traceparent(event.traceparent.clone());
-        outbox::enqueue(&mut tx, topic, &emitted)
-            .await
-            .map_err(transient)?;
-        tx.commit().await.map_err(transient)?;
+        let emitted = emitted?.with_traceparent(event.traceparent.clone());
+        outbox::enqueue(&mut tx, topic, &emitted).await?;
+        tx.commit().await?;
 
         self.outcomes.with_label_values(&[status.label()]).inc();
         tracing::info!(

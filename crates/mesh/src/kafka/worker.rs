@@ -20,6 +20,20 @@ pub enum HandleError {
     Permanent(String),
 }
 
+/// A database that failed may work on the next attempt.
+impl From<sqlx::Error> for HandleError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Transient(error.to_string())
+    }
+}
+
+/// An event that cannot be read (or built) now never will be.
+impl From<crate::event::EventError> for HandleError {
+    fn from(error: crate::event::EventError) -> Self {
+        Self::Permanent(error.to_string())
+    }
+}
+
 /// Consumes until `stop` is cancelled. An event in hand is finished before stopping.
 pub async fn run_worker<H, F>(
     name: &str,
