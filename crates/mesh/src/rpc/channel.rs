@@ -161,7 +161,7 @@ impl Endpoint {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = request.into_parts();
-        let grpc = is_grpc(&parts.headers);
+        let grpc = wire::is_grpc(&parts.headers);
         // A deadline from upstream (extension, or the request this task is serving) narrows
         // the channel's own timeout, never widens it; so does a gRPC caller's `grpc-timeout`.
         let deadline = Deadline::earliest(
@@ -187,16 +187,11 @@ impl Endpoint {
             .await
             .map_err(|e| ChannelError::Body(e.into()))?
             .to_bytes();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
         let response = match &self.target {
             Target::Nats { client, subject } => {
                 let headers = wire::encode_request_head(
                     &parts.method,
-                    &path_and_query,
+                    path_and_query(&parts.uri),
                     &parts.headers,
                     Some(budget),
                 );
@@ -236,20 +231,18 @@ impl Endpoint {
                 }
             }
             Target::Http { client, base } => {
-                self.send_http(client, base, parts, &path_and_query, body, budget, grpc)
+                self.send_http(client, base, parts, body, budget, grpc)
                     .await
             }
         };
         Ok(response)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn send_http(
         &self,
         client: &HttpClient<HttpConnector, Full<Bytes>>,
         base: &Uri,
         parts: http::request::Parts,
-        path_and_query: &str,
         body: Bytes,
         budget: Duration,
         grpc: bool,
@@ -257,7 +250,7 @@ impl Endpoint {
         let uri = match Uri::builder()
             .scheme(base.scheme_str().unwrap_or("http"))
             .authority(base.authority().map_or("127.0.0.1", |a| a.as_str()))
-            .path_and_query(path_and_query)
+            .path_and_query(path_and_query(&parts.uri))
             .build()
         {
             Ok(uri) => uri,
@@ -337,11 +330,8 @@ where
     }
 }
 
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The `grpc-timeout` header: an integer of at most 8 digits and a unit (H, M, S, m, u, n).

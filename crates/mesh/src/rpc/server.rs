@@ -6,7 +6,7 @@ use std::task::{Context, Waker};
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tokio_util::sync::CancellationToken;
@@ -189,7 +189,7 @@ where
             return encode_plain(StatusCode::BAD_REQUEST, "bad_request", &error.to_string());
         }
     };
-    let is_grpc = is_grpc(&head.headers);
+    let is_grpc = wire::is_grpc(&head.headers);
     if message.payload.len() > max_body {
         let msg = format!(
             "request body of {} bytes exceeds the limit of {max_body} bytes",
@@ -259,13 +259,6 @@ where
             )
         }
     }
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn encode_plain(status: StatusCode, code: &str, message: &str) -> (async_nats::HeaderMap, Bytes) {

@@ -17,9 +17,12 @@ use http::{HeaderMap, Method, StatusCode};
 
 /// `<METHOD> <path-and-query>`: one header instead of two keeps a typical request within
 /// the three entries an async-nats header map holds before it has to grow.
-const REQUEST: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Request");
-const STATUS: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Status");
-const TIMEOUT_MS: async_nats::HeaderName = async_nats::HeaderName::from_static("Mesh-Timeout-Ms");
+const REQUEST_NAME: &str = "Mesh-Request";
+const STATUS_NAME: &str = "Mesh-Status";
+const TIMEOUT_MS_NAME: &str = "Mesh-Timeout-Ms";
+const REQUEST: async_nats::HeaderName = async_nats::HeaderName::from_static(REQUEST_NAME);
+const STATUS: async_nats::HeaderName = async_nats::HeaderName::from_static(STATUS_NAME);
+const TIMEOUT_MS: async_nats::HeaderName = async_nats::HeaderName::from_static(TIMEOUT_MS_NAME);
 const TRAILER_PREFIX: &str = "mesh-trailer-";
 
 /// The caller's remaining budget in milliseconds, on NATS and HTTP/2 alike.
@@ -87,6 +90,14 @@ pub(crate) fn error_response(kind: MeshErrorKind, message: &str) -> http::Respon
     response
 }
 
+/// Whether an exchange is gRPC: its failures are then answered as gRPC statuses.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 /// Headers that describe one hop, not the message: never forwarded.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
@@ -146,15 +157,15 @@ fn read_nats(src: &async_nats::HeaderMap) -> ReadHeaders<'_> {
     for (name, values) in src.iter() {
         let name: &str = name.as_ref();
         let first = values.first().map(|v| v.as_str());
-        if name.eq_ignore_ascii_case(REQUEST.as_ref()) {
+        if name.eq_ignore_ascii_case(REQUEST_NAME) {
             read.request_line = first;
             continue;
         }
-        if name.eq_ignore_ascii_case(TIMEOUT_MS.as_ref()) {
+        if name.eq_ignore_ascii_case(TIMEOUT_MS_NAME) {
             read.timeout_ms = first;
             continue;
         }
-        if name.eq_ignore_ascii_case(STATUS.as_ref()) {
+        if name.eq_ignore_ascii_case(STATUS_NAME) {
             read.status = first;
             continue;
         }
@@ -220,8 +231,8 @@ pub(crate) enum DecodeError {
 pub(crate) fn decode_request_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<RequestHead, DecodeError> {
-    const NAME: &str = "Mesh-Request";
-    const TIMEOUT: &str = "Mesh-Timeout-Ms";
+    const NAME: &str = REQUEST_NAME;
+    const TIMEOUT: &str = TIMEOUT_MS_NAME;
     let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
     let line = read.request_line.ok_or(DecodeError::Missing(NAME))?;
     let (method, path_and_query) = line.split_once(' ').ok_or(DecodeError::Invalid(NAME))?;
@@ -262,7 +273,7 @@ pub(crate) fn encode_response_head(
 pub(crate) fn decode_response_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<(StatusCode, HeaderMap, HeaderMap), DecodeError> {
-    const NAME: &str = "Mesh-Status";
+    const NAME: &str = STATUS_NAME;
     let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
     let status = read
         .status
