@@ -25,16 +25,24 @@ impl From<PlaceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", message)
             }
             PlaceError::Stock(StockError::Invalid(message)) => ApiError::invalid(message),
-            PlaceError::Stock(error @ StockError::Timeout(_)) => ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                error.to_string(),
-            ),
-            PlaceError::Stock(error @ StockError::Unavailable(_)) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_unavailable",
-                error.to_string(),
-            ),
+            // The detail (a transport error, the mesh's own text) is for the log, not the
+            // client.
+            PlaceError::Stock(error @ StockError::Timeout(_)) => {
+                tracing::warn!(%error, "Stock call timed out.");
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    "product-service did not answer in time",
+                )
+            }
+            PlaceError::Stock(error @ StockError::Unavailable(_)) => {
+                tracing::warn!(%error, "Stock call failed.");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "upstream_unavailable",
+                    "product-service is unavailable",
+                )
+            }
             PlaceError::Database(error) => database(error),
         }
     }
