@@ -97,20 +97,27 @@ impl Service {
         tracing::info!(service = %self.name, addr = %self.server.local_addr(), "Listening.");
         let token = self.shutdown.token();
         let grace = self.grace;
-        let http = self.server.serve(self.router, token.clone());
-        // `serve` drains in-flight requests after the token is cancelled; a request that
-        // outlives the grace period must not keep the process alive forever.
-        let grace_expired = async {
-            token.cancelled().await;
-            tokio::time::sleep(grace).await;
+        let mut http = std::pin::pin!(self.server.serve(self.router, token.clone()));
+        let served_before_shutdown = tokio::select! {
+            served = &mut http => Some(served),
+            () = token.cancelled() => None,
         };
-        tokio::select! {
-            served = http => served?,
-            () = grace_expired => {
-                tracing::warn!(service = %self.name, ?grace, "Requests still in flight after the grace period.");
+        // One grace period for everything: `serve` drains in-flight requests after the token
+        // is cancelled, the tracked tasks get what is left of it, and a request that outlives
+        // it must not keep the process alive forever.
+        let deadline = tokio::time::Instant::now() + grace;
+        match served_before_shutdown {
+            Some(served) => served?,
+            None => {
+                if let Ok(served) = tokio::time::timeout_at(deadline, http).await {
+                    served?;
+                } else {
+                    tracing::warn!(service = %self.name, ?grace, "Requests still in flight after the grace period.");
+                }
             }
         }
-        match self.shutdown.drain(self.grace).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.shutdown.drain(left).await {
             Ok(()) => tracing::info!(service = %self.name, "Stopped cleanly."),
             Err(error) => tracing::warn!(service = %self.name, %error, "Stopped with work left."),
         }
