@@ -162,14 +162,7 @@ async fn produce_all(settings: &KafkaSettings, topic: &str, count: usize) {
 
 fn consumer(settings: &KafkaSettings, group: &str) -> StreamConsumer {
     settings
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set(
-            "fetch.wait.max.ms",
-            settings.fetch_wait_max.as_millis().max(1).to_string(),
-        )
+        .group_consumer_config(group)
         .create()
         .expect("consumer")
 }

@@ -149,19 +149,8 @@ impl Mirror {
     }
 
     fn consumer(&self) -> Result<StreamConsumer, KafkaError> {
-        let consumer: StreamConsumer = self
-            .kafka
-            .client_config()
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // A new group mirrors the topics from their beginning.
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "fetch.wait.max.ms",
-                self.kafka.fetch_wait_max.as_millis().max(1).to_string(),
-            )
-            .create()?;
+        // A new group mirrors the topics from their beginning.
+        let consumer: StreamConsumer = self.kafka.group_consumer_config(&self.group).create()?;
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(consumer)

@@ -30,16 +30,7 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(10);
 
 /// The producer the forwarders use: the saga's settings (idempotent, `acks=all`).
 pub(crate) fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaError> {
-    kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "1")
-        .set(
-            "message.timeout.ms",
-            kafka.delivery_timeout.as_millis().to_string(),
-        )
-        .create()
+    kafka.producer_config().create()
 }
 
 /// Forwards until `stop`, then waits (briefly) for the deliveries in flight.

@@ -51,19 +51,7 @@ impl std::fmt::Debug for EventConsumer {
 
 impl EventConsumer {
     pub fn new(settings: &KafkaSettings, group: &str, topics: &[&str]) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = settings
-            .client_config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // A new group starts from the beginning: no event published before the
-            // consumer's first start is lost.
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "fetch.wait.max.ms",
-                settings.fetch_wait_max.as_millis().max(1).to_string(),
-            )
-            .create()?;
+        let consumer: StreamConsumer = settings.group_consumer_config(group).create()?;
         consumer.subscribe(topics)?;
         Ok(Self {
             consumer: Arc::new(consumer),

@@ -90,4 +90,36 @@ impl KafkaSettings {
             .set("socket.timeout.ms", "10000");
         config
     }
+
+    /// A producer as the saga needs it: exactly one copy per send, in order per partition,
+    /// even across retries (idempotent, `acks=all`), latency before throughput.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            );
+        config
+    }
+
+    /// A member of consumer group `group` that commits its offsets itself, after the work is
+    /// done, and that starts a new group from the beginning: no event published before its
+    /// first start is lost.
+    pub fn group_consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "fetch.wait.max.ms",
+                self.fetch_wait_max.as_millis().max(1).to_string(),
+            );
+        config
+    }
 }

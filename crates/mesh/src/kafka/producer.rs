@@ -46,16 +46,7 @@ impl EventProducer {
     pub fn new(settings: &KafkaSettings) -> Result<Self, ProduceError> {
         let delivery_timeout = settings.delivery_timeout;
         let producer = settings
-            .client_config()
-            // Exactly one copy per send, in order per partition, even across retries.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // The saga is latency-bound, not throughput-bound.
-            .set("linger.ms", "1")
-            .set(
-                "message.timeout.ms",
-                delivery_timeout.as_millis().to_string(),
-            )
+            .producer_config()
             .create()
             .map_err(ProduceError::Create)?;
         Ok(Self {
