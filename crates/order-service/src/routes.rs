@@ -33,11 +33,6 @@ struct OrderInput {
     card_token: Option<String>,
 }
 
-fn user_of(claims: &Claims) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(&claims.sub)
-        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -51,7 +46,7 @@ async fn create(
     headers: HeaderMap,
     ApiJson(input): ApiJson<OrderInput>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
-    let user_id = user_of(&claims)?;
+    let user_id = claims.user_id()?;
     let lines = input
         .items
         .iter()
@@ -89,7 +84,7 @@ async fn show(
     claims: Claims,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let user_id = user_of(&claims)?;
+    let user_id = claims.user_id()?;
     let not_found = || ApiError::not_found(format!("no order {id}"));
     let order_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     orders

@@ -70,17 +70,12 @@ impl ProductService for ProductGrpc {
         request: Request<GetProductRequest>,
     ) -> Result<Response<ProductMessage>, Status> {
         let id = parse_id(&request.into_inner().id)?;
-        if let Some(product) = self.catalogue.cache.get(id).await {
-            return Ok(Response::new(to_message(product)));
-        }
         let product = self
             .catalogue
-            .store
             .get(id)
             .await
             .map_err(database_status)?
             .ok_or_else(|| Status::not_found(format!("no product {id}")))?;
-        self.catalogue.cache.put(&product).await;
         Ok(Response::new(to_message(product)))
     }
 

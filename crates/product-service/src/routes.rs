@@ -23,6 +23,21 @@ pub struct Catalogue {
     pub cache: Arc<ProductCache>,
 }
 
+impl Catalogue {
+    /// One product, read through the cache (REST and gRPC alike): a hit answers from Redis,
+    /// a miss reads Postgres and fills the cache.
+    pub async fn get(&self, id: Uuid) -> Result<Option<Product>, sqlx::Error> {
+        if let Some(product) = self.cache.get(id).await {
+            return Ok(Some(product));
+        }
+        let Some(product) = self.store.get(id).await? else {
+            return Ok(None);
+        };
+        self.cache.put(&product).await;
+        Ok(Some(product))
+    }
+}
+
 pub fn router(catalogue: Catalogue, keys: JwtKeys) -> Router {
     let writes = Router::new()
         .route("/products", axum::routing::post(create))
@@ -67,16 +82,11 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
     let id = product_id(&id)?;
-    if let Some(product) = catalogue.cache.get(id).await {
-        return Ok(Json(product));
-    }
     let product = catalogue
-        .store
         .get(id)
         .await
         .map_err(error::database)?
         .ok_or_else(|| ApiError::not_found(format!("no product {id}")))?;
-    catalogue.cache.put(&product).await;
     Ok(Json(product))
 }
 

@@ -8,7 +8,6 @@ use kit::api::{ApiError, ApiJson};
 use middleware::auth::{Claims, JwtKeys, RequireAuthLayer};
 use middleware::password;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::error;
 use crate::store::{Store, User};
@@ -103,8 +102,7 @@ async fn login(
 }
 
 async fn profile(State(state): State<AppState>, claims: Claims) -> Result<Json<User>, ApiError> {
-    let id = Uuid::parse_str(&claims.sub)
-        .map_err(|_| ApiError::unauthorized("token subject is not a user id"))?;
+    let id = claims.user_id()?;
     let user = state
         .store
         .by_id(id)

@@ -50,6 +50,15 @@ pub struct Claims {
     pub exp: i64,
 }
 
+impl Claims {
+    /// The user the token was issued to. Tokens are issued with a user id as `sub`; one that
+    /// is not answers 401, as an unusable token does.
+    pub fn user_id(&self) -> Result<uuid::Uuid, kit::api::ApiError> {
+        uuid::Uuid::parse_str(&self.sub)
+            .map_err(|_| kit::api::ApiError::unauthorized("token subject is not a user id"))
+    }
+}
+
 /// The one signing algorithm a deployment uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JwtAlgorithm {
