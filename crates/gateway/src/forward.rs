@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use kit::api::ApiError;
 use mesh::Deadline;
 use mesh::rpc::{MeshBody, TIMEOUT_HEADER};
-use middleware::trace::{REQUEST_ID, RequestId, inject_trace_headers};
+use middleware::trace::inject_trace_headers;
 use tower::ServiceExt;
 
 use crate::upstream::UpstreamClient;
@@ -62,9 +62,7 @@ pub async fn forward(client: UpstreamClient, max_body: usize, request: Request) 
     strip_hop_by_hop(&mut headers);
     // The channel sends the remaining budget itself; a client's value is not trusted as is.
     headers.remove(TIMEOUT_HEADER);
-    if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
-        headers.insert(REQUEST_ID, id.clone());
-    }
+    // `x-request-id` is already among the headers: the edge's RequestTraceLayer put it there.
     append_forwarded_for(
         &mut headers,
         parts.extensions.get::<ConnectInfo<SocketAddr>>(),

@@ -78,21 +78,20 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let method = request.method().as_str().to_owned();
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str)
-            .to_owned();
+        // Cheap clones (a standard method is inline, a matched path shared): no label text
+        // is copied per request.
+        let method = request.method().clone();
+        let route = request.extensions().get::<MatchedPath>().cloned();
         let layer = self.layer.clone();
         let mut inner = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             let result = inner.call(request).await;
-            let status = match &result {
-                Ok(response) => response.status().as_u16().to_string(),
-                Err(_) => "error".to_owned(),
-            };
-            let labels = [method.as_str(), route.as_str(), status.as_str()];
+            let status = result.as_ref().ok().map(|response| response.status());
+            let labels = [
+                method.as_str(),
+                route.as_ref().map_or("unmatched", MatchedPath::as_str),
+                status.as_ref().map_or("error", http::StatusCode::as_str),
+            ];
             layer.requests.with_label_values(&labels).inc();
             layer
                 .duration
