@@ -71,11 +71,35 @@ pub struct Rejected {
     pub retry_after: Duration,
 }
 
+/// A state change: (from, to).
+pub type Transition = (BreakerState, BreakerState);
+
+/// Proof that a call was let through, to hand back with its outcome.
+///
+/// It remembers the state the call was let through in (its generation): a call that
+/// finishes after the state changed says nothing about the new state. Without that, a slow
+/// call let through while closed and finishing while half-open would count as the probe and
+/// close the circuit on the strength of a request sent before it opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a ticket must be recorded or abandoned"]
+pub struct Ticket {
+    generation: u64,
+}
+
+/// A call let through: its ticket, and the transition asking caused (open -> half-open).
+#[derive(Debug)]
+pub struct Admitted {
+    pub ticket: Ticket,
+    pub transition: Option<Transition>,
+}
+
 /// The breaker's decisions, with time passed in so tests control it.
 #[derive(Debug)]
 pub struct BreakerMachine {
     config: BreakerConfig,
     state: BreakerState,
+    /// Incremented on every state change; see [`Ticket`].
+    generation: u64,
     /// `true` = failure.
     outcomes: VecDeque<bool>,
     opened_at: Instant,
@@ -88,6 +112,7 @@ impl BreakerMachine {
             outcomes: VecDeque::with_capacity(config.window),
             config,
             state: BreakerState::Closed,
+            generation: 0,
             opened_at: Instant::now(),
             probes_in_flight: 0,
         }
@@ -97,12 +122,9 @@ impl BreakerMachine {
         self.state
     }
 
-    /// Asks to make a call. `Ok` must be followed by exactly one [`record`](Self::record)
-    /// or [`abandon`](Self::abandon).
-    pub fn try_acquire(
-        &mut self,
-        now: Instant,
-    ) -> Result<Option<(BreakerState, BreakerState)>, Rejected> {
+    /// Asks to make a call. The ticket of an `Ok` must go back through exactly one
+    /// [`record`](Self::record) or [`abandon`](Self::abandon).
+    pub fn try_acquire(&mut self, now: Instant) -> Result<Admitted, Rejected> {
         let mut transition = None;
         if self.state == BreakerState::Open {
             let reopens_at = self.opened_at + self.config.open_for;
@@ -121,11 +143,20 @@ impl BreakerMachine {
             }
             self.probes_in_flight += 1;
         }
-        Ok(transition)
+        Ok(Admitted {
+            ticket: Ticket {
+                generation: self.generation,
+            },
+            transition,
+        })
     }
 
-    /// Records the outcome of an acquired call; returns the transition it caused, if any.
-    pub fn record(&mut self, now: Instant, failed: bool) -> Option<(BreakerState, BreakerState)> {
+    /// Records the outcome of an admitted call; returns the transition it caused, if any.
+    /// The outcome of a call admitted before the last state change is ignored.
+    pub fn record(&mut self, ticket: Ticket, now: Instant, failed: bool) -> Option<Transition> {
+        if ticket.generation != self.generation {
+            return None;
+        }
         match self.state {
             BreakerState::HalfOpen => {
                 self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
@@ -148,14 +179,14 @@ impl BreakerMachine {
                     None
                 }
             }
-            // A call acquired before the circuit opened: its outcome changes nothing.
+            // Nothing is admitted while open, so no ticket of this generation exists.
             BreakerState::Open => None,
         }
     }
 
-    /// An acquired call that ended without an outcome (its future was dropped).
-    pub fn abandon(&mut self) {
-        if self.state == BreakerState::HalfOpen {
+    /// An admitted call that ended without an outcome (its future was dropped).
+    pub fn abandon(&mut self, ticket: Ticket) {
+        if ticket.generation == self.generation && self.state == BreakerState::HalfOpen {
             self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
         }
     }
@@ -165,16 +196,13 @@ impl BreakerMachine {
         failures as f64 / self.outcomes.len().max(1) as f64
     }
 
-    fn move_to(
-        &mut self,
-        next: BreakerState,
-        now: Instant,
-    ) -> Option<(BreakerState, BreakerState)> {
+    fn move_to(&mut self, next: BreakerState, now: Instant) -> Option<Transition> {
         let previous = self.state;
         if previous == next {
             return None;
         }
         self.state = next;
+        self.generation += 1;
         self.outcomes.clear();
         self.probes_in_flight = 0;
         if next == BreakerState::Open {
@@ -197,7 +225,7 @@ impl Shared {
         f(&mut self.machine.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn report(&self, transition: Option<(BreakerState, BreakerState)>) {
+    fn report(&self, transition: Option<Transition>) {
         let Some((from, to)) = transition else { return };
         match to {
             BreakerState::Open => {
@@ -254,14 +282,7 @@ impl CircuitBreakerLayer {
     where
         F: Future<Output = Result<T, E>>,
     {
-        let transition = self
-            .shared
-            .with_machine(|m| m.try_acquire(Instant::now()))?;
-        self.shared.report(transition);
-        let permit = Permit {
-            shared: self.shared.clone(),
-            settled: false,
-        };
+        let permit = Permit::acquire(&self.shared)?;
         let result = work.await;
         permit.settle(result.is_err());
         Ok(result)
@@ -285,26 +306,37 @@ pub struct CircuitBreaker<S> {
     shared: Arc<Shared>,
 }
 
-/// Releases a half-open probe if the call's future is dropped before it finishes.
+/// An admitted call's ticket; abandons it if the call's future is dropped before it
+/// finishes, which frees a half-open probe slot.
 struct Permit {
     shared: Arc<Shared>,
-    settled: bool,
+    ticket: Option<Ticket>,
 }
 
 impl Permit {
+    fn acquire(shared: &Arc<Shared>) -> Result<Self, Rejected> {
+        let admitted = shared.with_machine(|m| m.try_acquire(Instant::now()))?;
+        shared.report(admitted.transition);
+        Ok(Self {
+            shared: shared.clone(),
+            ticket: Some(admitted.ticket),
+        })
+    }
+
     fn settle(mut self, failed: bool) {
-        self.settled = true;
-        let transition = self
-            .shared
-            .with_machine(|m| m.record(Instant::now(), failed));
-        self.shared.report(transition);
+        if let Some(ticket) = self.ticket.take() {
+            let transition = self
+                .shared
+                .with_machine(|m| m.record(ticket, Instant::now(), failed));
+            self.shared.report(transition);
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if !self.settled {
-            self.shared.with_machine(BreakerMachine::abandon);
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.with_machine(|m| m.abandon(ticket));
         }
     }
 }
@@ -325,18 +357,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let acquired = self.shared.with_machine(|m| m.try_acquire(Instant::now()));
-        let shared = self.shared.clone();
-        match acquired {
-            Err(rejected) => Box::pin(async move { Ok(open_response(&shared.upstream, rejected)) }),
-            Ok(transition) => {
-                shared.report(transition);
+        match Permit::acquire(&self.shared) {
+            Err(rejected) => {
+                let response = open_response(&self.shared.upstream, rejected);
+                Box::pin(async move { Ok(response) })
+            }
+            Ok(permit) => {
                 let mut inner = crate::take_ready(&mut self.inner);
                 Box::pin(async move {
-                    let permit = Permit {
-                        shared,
-                        settled: false,
-                    };
                     let result = inner.call(request).await;
                     let failed = match &result {
                         Ok(response) => is_upstream_failure(response),
@@ -386,12 +414,22 @@ mod tests {
 
     fn call(machine: &mut BreakerMachine, now: Instant, failed: bool) -> bool {
         match machine.try_acquire(now) {
-            Ok(_) => {
-                machine.record(now, failed);
+            Ok(admitted) => {
+                let _ = machine.record(admitted.ticket, now, failed);
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// A machine opened by four failures at `start`.
+    fn opened(start: Instant) -> BreakerMachine {
+        let mut machine = BreakerMachine::new(config());
+        for _ in 0..4 {
+            call(&mut machine, start, true);
+        }
+        assert_eq!(machine.state(), BreakerState::Open);
+        machine
     }
 
     #[test]
@@ -411,23 +449,23 @@ mod tests {
         assert_eq!(rejected.retry_after, Duration::from_secs(4));
 
         let later = start + Duration::from_secs(5);
-        assert!(machine.try_acquire(later).is_ok(), "one probe");
-        assert_eq!(machine.state(), BreakerState::HalfOpen);
+        let probe = machine.try_acquire(later).expect("one probe");
+        assert_eq!(
+            probe.transition,
+            Some((BreakerState::Open, BreakerState::HalfOpen))
+        );
         assert!(
             machine.try_acquire(later).is_err(),
             "only one probe at a time"
         );
-        machine.record(later, false);
-        assert_eq!(machine.state(), BreakerState::Closed);
+        let closed = machine.record(probe.ticket, later, false);
+        assert_eq!(closed, Some((BreakerState::HalfOpen, BreakerState::Closed)));
     }
 
     #[test]
     fn a_failed_probe_reopens_for_a_full_period() {
         let start = Instant::now();
-        let mut machine = BreakerMachine::new(config());
-        for _ in 0..4 {
-            call(&mut machine, start, true);
-        }
+        let mut machine = opened(start);
         let probe_at = start + Duration::from_secs(5);
         assert!(call(&mut machine, probe_at, true));
         assert_eq!(machine.state(), BreakerState::Open);
@@ -440,14 +478,49 @@ mod tests {
     #[test]
     fn an_abandoned_probe_frees_its_slot() {
         let start = Instant::now();
+        let mut machine = opened(start);
+        let later = start + Duration::from_secs(6);
+        let probe = machine.try_acquire(later).expect("probe");
+        machine.abandon(probe.ticket);
+        assert!(machine.try_acquire(later).is_ok(), "slot freed");
+    }
+
+    #[test]
+    fn a_call_let_through_before_the_circuit_opened_is_not_the_probe() {
+        let start = Instant::now();
         let mut machine = BreakerMachine::new(config());
+        let slow = machine.try_acquire(start).expect("closed").ticket;
         for _ in 0..4 {
             call(&mut machine, start, true);
         }
-        let later = start + Duration::from_secs(6);
-        machine.try_acquire(later).expect("probe");
-        machine.abandon();
-        assert!(machine.try_acquire(later).is_ok(), "slot freed");
+        let later = start + Duration::from_secs(5);
+        let probe = machine.try_acquire(later).expect("probe").ticket;
+
+        // The slow call succeeds now: it proves nothing about the upstream since it opened.
+        assert_eq!(machine.record(slow, later, false), None);
+        assert_eq!(machine.state(), BreakerState::HalfOpen);
+        assert!(
+            machine.try_acquire(later).is_err(),
+            "the probe is still out"
+        );
+        assert_eq!(
+            machine.record(probe, later, true),
+            Some((BreakerState::HalfOpen, BreakerState::Open))
+        );
+    }
+
+    #[test]
+    fn a_stale_abandon_does_not_free_the_probe_slot() {
+        let start = Instant::now();
+        let mut machine = BreakerMachine::new(config());
+        let slow = machine.try_acquire(start).expect("closed").ticket;
+        for _ in 0..4 {
+            call(&mut machine, start, true);
+        }
+        let later = start + Duration::from_secs(5);
+        let _probe = machine.try_acquire(later).expect("probe");
+        machine.abandon(slow);
+        assert!(machine.try_acquire(later).is_err(), "still one probe out");
     }
 
     proptest! {
@@ -470,13 +543,13 @@ mod tests {
                         prop_assert_ne!(before, BreakerState::Closed, "closed never rejects");
                         prop_assert!(rejected.retry_after <= config.open_for);
                     }
-                    Ok(_) => {
+                    Ok(admitted) => {
                         let state = machine.state();
                         if state == BreakerState::Closed {
                             if window.len() == config.window { window.pop_front(); }
                             window.push_back(failed);
                         }
-                        let transition = machine.record(now, failed);
+                        let transition = machine.record(admitted.ticket, now, failed);
                         if let Some((BreakerState::Closed, BreakerState::Open)) = transition {
                             let failures = window.iter().filter(|f| **f).count();
                             prop_assert!(window.len() >= config.min_calls);
@@ -484,6 +557,47 @@ mod tests {
                         }
                         if transition.is_some() { window.clear(); }
                     }
+                }
+            }
+        }
+
+        /// With calls overlapping in any order (each step admits a call, or ends one of the
+        /// calls still out with a success, a failure or by dropping it), only a call admitted
+        /// while half-open can end the half-open state, and never more than the allowed
+        /// probes are out at once.
+        #[test]
+        fn only_probes_decide_the_half_open_state(
+            steps in proptest::collection::vec((0u8..4, any::<prop::sample::Index>(), 0u64..3000), 1..300)
+        ) {
+            let config = config();
+            let mut now = Instant::now();
+            let mut machine = BreakerMachine::new(config.clone());
+            // (ticket, state it was admitted in)
+            let mut out: Vec<(Ticket, BreakerState)> = Vec::new();
+            for (action, pick, advance_ms) in steps {
+                now += Duration::from_millis(advance_ms);
+                if action == 0 || out.is_empty() {
+                    if let Ok(admitted) = machine.try_acquire(now) {
+                        out.push((admitted.ticket, machine.state()));
+                    }
+                } else {
+                    let (ticket, admitted_in) = out.swap_remove(pick.index(out.len()));
+                    let before = machine.state();
+                    let transition = if action == 3 {
+                        machine.abandon(ticket);
+                        None
+                    } else {
+                        machine.record(ticket, now, action == 2)
+                    };
+                    if before == BreakerState::HalfOpen && transition.is_some() {
+                        prop_assert_eq!(admitted_in, BreakerState::HalfOpen, "a stale call decided the probe");
+                    }
+                }
+                if machine.state() == BreakerState::HalfOpen {
+                    let current = Ticket { generation: machine.generation };
+                    let probes = out.iter().filter(|(t, _)| *t == current).count();
+                    prop_assert!(probes <= config.half_open_probes);
+                    prop_assert_eq!(probes, machine.probes_in_flight, "probe slots leaked or lost");
                 }
             }
         }
