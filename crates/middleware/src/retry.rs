@@ -120,19 +120,13 @@ where
         request: &mut Request<B>,
         result: &mut Result<Response<ResBody>, E>,
     ) -> Option<Self::Future> {
-        if self.attempt == 0 {
-            // Every original request earns budget; retries spend it.
-            self.budget.deposit();
-        }
+        // Only requests `clone_request` copied (idempotent ones) come here.
         let transient = match result {
             Ok(response) => is_transient(response),
             // Connection-level errors: the request may not have left.
             Err(_) => true,
         };
-        if !transient
-            || !is_idempotent(request.method())
-            || self.attempt >= self.settings.max_retries
-        {
+        if !transient || self.attempt >= self.settings.max_retries {
             return None;
         }
         if !self.budget.withdraw() {
@@ -145,7 +139,16 @@ where
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 
+    /// Called before every attempt. The copy is what a retry would send, so a request that
+    /// is never retried (not idempotent) is not copied: tower then skips `retry` for it.
     fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        if self.attempt == 0 {
+            // Every original request earns budget, retried or not; retries spend it.
+            self.budget.deposit();
+        }
+        if !is_idempotent(request.method()) {
+            return None;
+        }
         let mut clone = Request::new(request.body().clone());
         *clone.method_mut() = request.method().clone();
         *clone.uri_mut() = request.uri().clone();
@@ -227,6 +230,33 @@ mod tests {
             .expect("answer");
         assert_eq!(response.status(), 503);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_that_are_never_retried_still_earn_budget() {
+        let settings = RetrySettings {
+            max_retries: 1,
+            min_retries_per_second: 0,
+            ..fast()
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = ServiceBuilder::new()
+            .layer(RetryPolicy::new(settings).layer())
+            .service(upstream(vec![503; 10_000], calls.clone()));
+        let send = |method: Method| service.clone().oneshot(request(method));
+        for _ in 0..100 {
+            send(Method::POST).await.expect("answer");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 100, "no POST retried");
+        for _ in 0..10 {
+            send(Method::GET).await.expect("answer");
+        }
+        // 110 requests at 20% fund 22 retries; 10 GETs alone would fund 2.
+        let retries = calls.load(Ordering::SeqCst) - 110;
+        assert_eq!(
+            retries, 10,
+            "every failed GET retried once on the POSTs' budget"
+        );
     }
 
     #[tokio::test]
