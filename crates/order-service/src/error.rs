@@ -43,6 +43,14 @@ impl From<PlaceError> for ApiError {
                     "product-service is unavailable",
                 )
             }
+            PlaceError::Stock(error @ StockError::Failed(_)) => {
+                tracing::error!(%error, "Stock call failed.");
+                ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "product-service could not reserve the stock",
+                )
+            }
             PlaceError::Database(error) => database(error),
         }
     }

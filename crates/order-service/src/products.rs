@@ -24,6 +24,10 @@ pub enum StockError {
     Timeout(String),
     #[error("product-service is unavailable: {0}")]
     Unavailable(String),
+    /// product-service answered with an error another attempt would not change (a bug, a
+    /// refusal the order flow does not expect, a request too large).
+    #[error("product-service failed: {0}")]
+    Failed(String),
 }
 
 impl From<tonic::Status> for StockError {
@@ -34,7 +38,19 @@ impl From<tonic::Status> for StockError {
             Code::NotFound => Self::UnknownProduct(message),
             Code::InvalidArgument | Code::Aborted => Self::Invalid(message),
             Code::DeadlineExceeded => Self::Timeout(message),
-            _ => Self::Unavailable(message),
+            // The mesh answers UNAVAILABLE for no responder and a lost connection; CANCELLED
+            // is a call cut short on the way. Both may go through on another attempt.
+            Code::Unavailable | Code::Cancelled => Self::Unavailable(message),
+            Code::Ok
+            | Code::Unknown
+            | Code::Internal
+            | Code::Unimplemented
+            | Code::DataLoss
+            | Code::ResourceExhausted
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::PermissionDenied
+            | Code::Unauthenticated => Self::Failed(format!("{}: {message}", status.code())),
         }
     }
 }
@@ -91,7 +107,7 @@ impl Products {
             .into_iter()
             .map(|item| {
                 let product_id = Uuid::parse_str(&item.product_id).map_err(|_| {
-                    StockError::Unavailable("product-service sent a bad product id".into())
+                    StockError::Failed("product-service sent a bad product id".into())
                 })?;
                 Ok(Item {
                     product_id,
@@ -135,5 +151,46 @@ impl Products {
                 StockError::is_transient,
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unavailable_and_timeouts_are_worth_another_attempt() {
+        let transient = [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded];
+        let refusals = [
+            Code::FailedPrecondition,
+            Code::NotFound,
+            Code::InvalidArgument,
+            Code::Aborted,
+        ];
+        let failures = [
+            Code::Unknown,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::DataLoss,
+            Code::ResourceExhausted,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+        ];
+        for code in transient {
+            let error = StockError::from(tonic::Status::new(code, "x"));
+            assert!(error.is_transient(), "{code:?} -> {error:?}");
+        }
+        for code in refusals {
+            let error = StockError::from(tonic::Status::new(code, "x"));
+            assert!(!error.is_transient(), "{code:?} -> {error:?}");
+        }
+        for code in failures {
+            let error = StockError::from(tonic::Status::new(code, "boom"));
+            assert!(
+                matches!(error, StockError::Failed(_)),
+                "{code:?} -> {error:?}"
+            );
+            assert!(!error.is_transient(), "{code:?}");
+        }
     }
 }
