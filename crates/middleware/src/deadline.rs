@@ -69,13 +69,20 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let deadline = Deadline::earliest(
-            incoming_deadline(&request),
-            Some(Deadline::after(self.default_budget)),
-        )
-        .unwrap_or_else(|| Deadline::after(self.default_budget));
-        request.extensions_mut().insert(deadline);
+        let cap = Deadline::after(self.default_budget);
         let mut inner = crate::take_ready(&mut self.inner);
+        // A deadline extension comes from the transport: `mesh::rpc::serve` enforces it and
+        // makes it current for the handler. Unless the default is tighter, a second timer
+        // here would only race the first one.
+        if request
+            .extensions()
+            .get::<Deadline>()
+            .is_some_and(|enforced| enforced.0 <= cap.0)
+        {
+            return Box::pin(inner.call(request));
+        }
+        let deadline = Deadline::earliest(incoming_deadline(&request), Some(cap)).unwrap_or(cap);
+        request.extensions_mut().insert(deadline);
         Box::pin(async move {
             let remaining = deadline.remaining();
             if remaining.is_zero() {
@@ -147,6 +154,32 @@ mod tests {
             .and_then(|m| m.parse().ok())
             .unwrap_or(u64::MAX);
         assert!(millis <= 300, "handler saw {seen}");
+    }
+
+    #[tokio::test]
+    async fn a_deadline_the_transport_enforces_is_not_timed_twice() {
+        // `mesh::rpc::serve` puts the extension there and runs its own timer: the layer
+        // leaves the request to it (here nothing enforces it, so the slow call finishes).
+        let service =
+            DeadlineLayer::new(Duration::from_secs(10)).layer(slow(Duration::from_millis(100)));
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(Deadline::after(Duration::from_millis(20)));
+        let response = service.oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_transport_deadline_looser_than_the_default_is_capped() {
+        let service =
+            DeadlineLayer::new(Duration::from_millis(50)).layer(slow(Duration::from_secs(5)));
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(Deadline::after(Duration::from_secs(60)));
+        let response = service.oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), 504);
     }
 
     #[tokio::test]
