@@ -12,7 +12,7 @@ use mesh::event::EventError;
 use mesh::kafka::HandleError;
 use mesh::{Event, outbox};
 use prometheus::{IntCounterVec, Opts};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -25,6 +25,13 @@ use crate::store::{self, Notification, PENDING, Store};
 /// How many PENDING rows a start resumes at most (the rest wait for the next start or
 /// their event's redelivery).
 const SWEEP_LIMIT: i64 = 1_000;
+
+/// Deliveries under way at once, from every source (the consumer, replays, the start-up
+/// sweep). A delivery holds two pooled connections at its peak: its lock's transaction and
+/// the one its statements run on. Unbounded, ten deliveries would hold the pool's ten lock
+/// connections and each wait for a second one until the pool timed them all out. Four
+/// leave two connections for the API and the outbox relay.
+const CONCURRENT_DELIVERIES: usize = 4;
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,8 @@ pub(crate) struct Notifier {
     settings: DeliverySettings,
     topics: Topics,
     outcomes: IntCounterVec,
+    /// See [`CONCURRENT_DELIVERIES`].
+    slots: Semaphore,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -88,6 +97,7 @@ impl Notifier {
             settings,
             topics,
             outcomes: metrics.register(outcomes),
+            slots: Semaphore::new(CONCURRENT_DELIVERIES),
         })
     }
 
@@ -122,6 +132,10 @@ impl Notifier {
         event_id: Uuid,
         stop: &CancellationToken,
     ) -> Result<Outcome, DeliverError> {
+        let _slot = tokio::select! {
+            () = stop.cancelled() => return Err(DeliverError::Interrupted),
+            slot = self.slots.acquire() => slot.expect("the semaphore is never closed"),
+        };
         // One delivery at a time per notification, across tasks and instances: a replay
         // racing a redelivery must not send twice.
         let mut lock = self.store.pool().begin().await?;

@@ -2,7 +2,7 @@
 //! its own database, topics (TOPIC_PREFIX) and consumer groups. Senders are injected
 //! (counting, failing on cue) or the real WebhookSender against a local HTTP server.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,12 +28,14 @@ use uuid::Uuid;
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Counts its calls; fails the first `fail_first` of them, or all while `always_fail`.
+/// Counts its calls; fails the first `fail_first` of them, or all while `always_fail`;
+/// takes `delay_ms` to answer.
 #[derive(Debug, Default)]
 struct Scripted {
     calls: AtomicU32,
     fail_first: AtomicU32,
     always_fail: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 impl Scripted {
@@ -62,7 +64,11 @@ impl Sender for Scripted {
         } else {
             Ok(())
         };
-        Box::pin(std::future::ready(result))
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            result
+        })
     }
 }
 
@@ -422,6 +428,42 @@ async fn a_notification_that_keeps_failing_becomes_a_dead_letter_and_can_be_repl
         .await;
     assert_eq!(status, 404);
     assert_eq!(app.post("/notifications/not-a-uuid/replay").await.0, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn many_replays_at_once_are_all_delivered() {
+    // More deliveries at once than the service's pool has connections.
+    const LETTERS: usize = 24;
+    let sender = Arc::new(Scripted::default());
+    sender.always_fail.store(true, Ordering::SeqCst);
+    let app = start(&[("NOTIFY_MAX_ATTEMPTS", "1")], Some(sender.clone())).await;
+    let events: Vec<Event> = (0..LETTERS)
+        .map(|_| order_cancelled(Uuid::now_v7()))
+        .collect();
+    for event in &events {
+        app.publish(&app.topics.order_cancelled, event).await;
+    }
+    for event in &events {
+        app.wait_for(event.id, "DEAD").await;
+    }
+
+    // The provider is back but slow, so the replayed deliveries overlap.
+    sender.always_fail.store(false, Ordering::SeqCst);
+    sender.delay_ms.store(100, Ordering::SeqCst);
+    let paths: Vec<String> = events
+        .iter()
+        .map(|event| format!("/notifications/{}/replay", event.id))
+        .collect();
+    let replays = futures::future::join_all(paths.iter().map(|path| app.post(path))).await;
+    for (status, body) in replays {
+        assert_eq!(status, 202, "{body}");
+    }
+    for event in &events {
+        let row = app.wait_for(event.id, "SENT").await;
+        assert_eq!(row.attempts, 1, "{row:?}");
+    }
+    assert_eq!(sender.calls(), 2 * LETTERS as u32);
     app.stop().await;
 }
 
