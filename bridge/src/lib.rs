@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::context::ContextBuilder;
+use kit::backoff::Exponential;
 use mesh::kafka::{TopicError, ensure_topics};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,9 @@ pub use status::{BridgeStatus, ReverseStatus, StatusProbe, TopicStatus};
 use crate::lag::LagProbe;
 use crate::mirror::{Mirror, StreamSpec};
 use crate::status::State;
+
+/// Reconnecting to NATS: quickly at first, then every 2 s.
+const RECONNECT: Exponential = Exponential::new(Duration::from_millis(100), Duration::from_secs(2));
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -200,8 +204,7 @@ async fn connect(url: &str) -> Result<async_nats::Client, BridgeError> {
         .name(SERVICE_NAME)
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| {
-            let exponent = u32::try_from(attempts.min(5)).unwrap_or(5);
-            Duration::from_millis(100 * 2u64.pow(exponent)).min(Duration::from_secs(2))
+            RECONNECT.after(u32::try_from(attempts).unwrap_or(u32::MAX).max(1))
         })
         .connect(url)
         .await

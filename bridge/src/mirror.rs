@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
+use kit::backoff::Exponential;
 use mesh::kafka::KafkaSettings;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -39,8 +40,8 @@ use crate::headers;
 use crate::status::{State, TopicStats};
 use crate::subject;
 
-pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause after a failure, doubling while attempts keep failing without progress.
+const RETRY: Exponential = Exponential::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// The stream the records are stored in.
 #[derive(Debug, Clone)]
@@ -102,7 +103,7 @@ impl Failure {
 
 /// Mirrors until `stop` is cancelled, retrying every failure after a backoff.
 pub(crate) async fn run(mirror: Mirror, stop: CancellationToken) {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = RETRY.start();
     loop {
         let failure = match mirror.attempt(&stop).await {
             Ok(()) => break,
@@ -113,19 +114,19 @@ pub(crate) async fn run(mirror: Mirror, stop: CancellationToken) {
             break;
         }
         if failure.progressed {
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
+        let delay = backoff.next_delay();
         match &failure.topic {
             Some(topic) => topic.retried(),
             None => mirror.state.topics().iter().for_each(|t| t.retried()),
         }
-        tracing::warn!(reason = %failure.reason, ?backoff, "Mirroring blocked; resuming from the committed offsets after a pause.");
+        tracing::warn!(reason = %failure.reason, ?delay, "Mirroring blocked; resuming from the committed offsets after a pause.");
         mirror.state.block(failure.reason);
         tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     tracing::info!("Mirror stopped.");
 }

@@ -188,10 +188,9 @@ pub async fn run_worker<H, F>(
                             AckKind::Term
                         }
                         Err(HandleError::Transient(reason)) => {
-                            let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
-                            let delay = Duration::from_millis(100)
-                                .saturating_mul(1 << delivered.clamp(1, 6))
-                                .min(Duration::from_secs(5));
+                            let delivered = message.info().map_or(1, |i| i.delivered);
+                            let delay = crate::kafka::EVENT_RETRY
+                                .after(u32::try_from(delivered).unwrap_or(u32::MAX));
                             tracing::warn!(worker = %name, %event_id, %reason, ?delay, "Event will be redelivered.");
                             AckKind::Nak(Some(delay))
                         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use kit::backoff::Exponential;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,8 @@ use crate::event::Event;
 use crate::kafka::{EventProducer, ProduceError};
 
 const NOTIFY_CHANNEL: &str = "mesh_outbox";
+/// The pause after a failed relay round.
+const RETRY: Exponential = Exponential::new(Duration::from_millis(100), Duration::from_secs(10));
 const RELAY_LOCK: i64 = 0x6d65_7368_5245_4c59; // "meshRELY"
 
 /// Adds `event` for `topic` to the outbox inside the caller's transaction.
@@ -171,18 +174,18 @@ impl OutboxRelay {
                 None
             }
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = RETRY.start();
         while !stop.is_cancelled() {
             let wait = match self.publish_pending().await {
                 Ok(n) if n as i64 >= self.batch_size => continue,
                 Ok(_) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     self.idle_poll
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, "Outbox relay failed.");
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    backoff
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, ?delay, "Outbox relay failed.");
+                    delay
                 }
             };
             tokio::select! {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use http::{Request, Response};
+use kit::backoff::Exponential;
 use rand::Rng;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -100,11 +101,8 @@ impl RetryPolicy {
 
     /// Full jitter: uniform in [0, min(max, base · 2^attempt)].
     fn backoff(&self) -> Duration {
-        let exponential = self
-            .settings
-            .base_delay
-            .saturating_mul(1 << self.attempt.min(16));
-        let cap = exponential.min(self.settings.max_delay);
+        let cap = Exponential::new(self.settings.base_delay, self.settings.max_delay)
+            .after(self.attempt.saturating_add(1));
         cap.mul_f64(rand::rng().random::<f64>())
     }
 }

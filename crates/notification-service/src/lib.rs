@@ -75,10 +75,7 @@ impl DeliverySettings {
     /// The wait before the next attempt after `failures` failed ones in a row (1, 2, ...):
     /// base, 2×base, 4×base, ..., never more than [`Self::MAX_RETRY_DELAY`].
     pub fn backoff(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(31);
-        self.retry_base
-            .saturating_mul(1_u32 << doublings)
-            .min(Self::MAX_RETRY_DELAY)
+        kit::backoff::Exponential::new(self.retry_base, Self::MAX_RETRY_DELAY).after(failures)
     }
 
     pub(crate) fn max_attempts_i32(&self) -> i32 {

@@ -16,6 +16,11 @@ pub use health::KafkaCheck;
 pub use producer::{EventProducer, Position, ProduceError};
 pub use worker::{HandleError, run_worker};
 
+/// The wait before an event whose handler failed transiently is handled again (by the
+/// Kafka worker in-process, or by JetStream through a delayed NAK).
+pub const EVENT_RETRY: kit::backoff::Exponential =
+    kit::backoff::Exponential::new(Duration::from_millis(100), Duration::from_secs(5));
+
 /// How to reach the Kafka API.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{ConsumeError, EventConsumer, Received};
+use super::{ConsumeError, EVENT_RETRY, EventConsumer, Received};
 
 /// How a handler's failure is treated.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub async fn run_worker<H, F>(
                 continue;
             }
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = EVENT_RETRY.start();
         loop {
             match handler(received.clone()).await {
                 Ok(()) => break,
@@ -80,12 +80,12 @@ pub async fn run_worker<H, F>(
                     break;
                 }
                 Err(HandleError::Transient(reason)) => {
-                    tracing::warn!(worker = %name, event_id = %received.event.id, %reason, ?backoff, "Event will be retried.");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(worker = %name, event_id = %received.event.id, %reason, ?delay, "Event will be retried.");
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
