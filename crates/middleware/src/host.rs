@@ -9,6 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use kit::health::NatsCheck;
 use kit::{Metrics, Readiness, ServiceConfig, Shutdown};
+use mesh::kafka::{EventProducer, KafkaCheck, SagaSettings};
+use mesh::outbox::OutboxRelay;
 use mesh::rpc::{ServeError, ServeOptions};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -42,6 +44,23 @@ pub enum HostError {
     Database(#[from] kit::db::DbError),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    #[error("saga setup, {step}: {source}")]
+    Saga {
+        step: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl HostError {
+    fn saga<E>(step: &'static str) -> impl FnOnce(E) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        move |source| Self::Saga {
+            step,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Gives a reachable NATS a moment to accept the connection, so a service that starts next
@@ -138,6 +157,28 @@ impl Host {
         Ok((host, pool))
     }
 
+    /// [`Host::with_database`] for a service in the order saga: the outbox and inbox tables
+    /// in its database, the saga's topics created, Kafka's health in `/ready`, and the
+    /// outbox relay to start with [`Hosted::relay_outbox`] once the service is up.
+    pub async fn with_saga(
+        config: &ServiceConfig,
+        migrator: &Migrator,
+        saga: &SagaSettings,
+    ) -> Result<(Self, PgPool, OutboxRelay), HostError> {
+        let (mut host, pool) = Self::with_database(config, migrator).await?;
+        mesh::store::install_schema(&pool)
+            .await
+            .map_err(HostError::saga("outbox and inbox tables"))?;
+        saga.ensure_topics()
+            .await
+            .map_err(HostError::saga("topics"))?;
+        let check = KafkaCheck::new(&saga.kafka, Duration::from_secs(2))
+            .map_err(HostError::saga("Kafka health check"))?;
+        host.readiness.add(check);
+        let producer = EventProducer::new(&saga.kafka).map_err(HostError::saga("producer"))?;
+        Ok((host, pool.clone(), OutboxRelay::new(pool, producer)))
+    }
+
     /// The standard server layers, in request order.
     pub fn standard_layers(router: Router, metrics: &Metrics) -> Router {
         router.layer(
@@ -173,7 +214,6 @@ impl Host {
         service.shutdown().spawn(mesh_server.run_until(token));
         Ok(Hosted {
             service,
-            metrics: self.metrics,
             nats: self.nats,
         })
     }
@@ -183,21 +223,12 @@ impl Host {
 #[derive(Debug)]
 pub struct Hosted {
     service: kit::Service,
-    metrics: Metrics,
     nats: async_nats::Client,
 }
 
 impl Hosted {
     pub fn port(&self) -> u16 {
         self.service.port()
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     pub fn nats(&self) -> &async_nats::Client {
@@ -207,6 +238,12 @@ impl Hosted {
     /// Spawn consumers and relays through this so shutdown waits for them.
     pub fn shutdown(&self) -> &Shutdown {
         self.service.shutdown()
+    }
+
+    /// Publishes the outbox until shutdown.
+    pub fn relay_outbox(&self, relay: OutboxRelay) {
+        let token = self.shutdown().token();
+        self.shutdown().spawn(relay.run(token));
     }
 
     /// Serves `router` on a second listener (a gRPC port) until shutdown; returns where it

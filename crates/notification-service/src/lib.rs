@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use mesh::jetstream::EventStream;
-use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
-use mesh::outbox::OutboxRelay;
+use mesh::kafka::{EventConsumer, Received, SagaSettings, run_worker};
 use middleware::host::{Host, Hosted};
 use tokio::sync::mpsc;
 
@@ -165,7 +164,7 @@ pub struct App {
     hosted: Hosted,
 }
 
-// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+// `port()`, `shutdown()`, `nats()`: what `Hosted` offers, on the app.
 middleware::app_derefs_to_hosted!(App);
 
 impl App {
@@ -186,13 +185,7 @@ impl App {
         config: Config,
         sender: Arc<dyn Sender>,
     ) -> anyhow::Result<Self> {
-        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
-        mesh::store::install_schema(&pool).await?;
-        config.saga.ensure_topics().await?;
-
-        host.readiness
-            .add(KafkaCheck::new(&config.saga.kafka, Duration::from_secs(2))?);
-        let producer = EventProducer::new(&config.saga.kafka)?;
+        let (host, pool, relay) = Host::with_saga(&config.service, &MIGRATOR, &config.saga).await?;
         let store = store::Store::new(pool.clone());
         let notifier = Arc::new(delivery::Notifier::new(
             store.clone(),
@@ -206,10 +199,8 @@ impl App {
         let hosted = host
             .serve(routes::router(store, replays), config.service.http_addr)
             .await?;
+        hosted.relay_outbox(relay);
         let token = hosted.shutdown().token();
-        hosted
-            .shutdown()
-            .spawn(OutboxRelay::new(pool, producer).run(token.clone()));
         hosted
             .shutdown()
             .spawn(notifier.clone().run_queue(queue, token.clone()));

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use contracts::order::order_service_server::OrderServiceServer;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, SagaSettings, run_worker};
-use mesh::outbox::OutboxRelay;
+use mesh::kafka::{EventConsumer, SagaSettings, run_worker};
 use mesh::rpc::{Channel, Transport};
 use middleware::auth::{JwtKeys, JwtSettings};
 use middleware::host::{self, Host, Hosted};
@@ -77,28 +76,21 @@ pub struct App {
     grpc_addr: SocketAddr,
 }
 
-// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+// `port()`, `shutdown()`, `nats()`: what `Hosted` offers, on the app.
 middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
-        mesh::store::install_schema(&pool).await?;
-        config.saga.ensure_topics().await?;
+        let (host, pool, relay) = Host::with_saga(&config.service, &MIGRATOR, &config.saga).await?;
         let keys = JwtKeys::new(&config.jwt)?;
-        let kafka = &config.saga.kafka;
-        let producer = EventProducer::new(kafka)?;
         let consumer = EventConsumer::new(
-            kafka,
+            &config.saga.kafka,
             &config.saga.topics.group("order-service"),
             &[
                 &config.saga.topics.payment_success,
                 &config.saga.topics.payment_failed,
             ],
         )?;
-
-        host.readiness
-            .add(KafkaCheck::new(kafka, Duration::from_secs(2))?);
         let channel = Channel::for_transport(
             config.transport,
             &config.product_service,
@@ -123,7 +115,7 @@ impl App {
 
         let shutdown = hosted.shutdown();
         let token = shutdown.token();
-        shutdown.spawn(OutboxRelay::new(pool, producer).run(token.clone()));
+        hosted.relay_outbox(relay);
         shutdown.spawn({
             let orders = orders.clone();
             let token = token.clone();

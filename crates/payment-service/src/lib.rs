@@ -11,11 +11,9 @@ mod routes;
 mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
-use mesh::kafka::{EventConsumer, EventProducer, KafkaCheck, Received, SagaSettings, run_worker};
-use mesh::outbox::OutboxRelay;
+use mesh::kafka::{EventConsumer, Received, SagaSettings, run_worker};
 use middleware::host::{Host, Hosted};
 
 pub use charge::{DECLINE_PREFIX, DEFAULT_CARD_TOKEN, decide};
@@ -68,18 +66,12 @@ pub struct App {
     hosted: Hosted,
 }
 
-// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+// `port()`, `shutdown()`, `nats()`: what `Hosted` offers, on the app.
 middleware::app_derefs_to_hosted!(App);
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let (mut host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
-        mesh::store::install_schema(&pool).await?;
-        config.saga.ensure_topics().await?;
-
-        host.readiness
-            .add(KafkaCheck::new(&config.saga.kafka, Duration::from_secs(2))?);
-        let producer = EventProducer::new(&config.saga.kafka)?;
+        let (host, pool, relay) = Host::with_saga(&config.service, &MIGRATOR, &config.saga).await?;
         let payments = Arc::new(consumer::Payments::new(
             pool.clone(),
             config.saga.topics.clone(),
@@ -90,10 +82,8 @@ impl App {
         let hosted = host
             .serve(router(Store::new(pool.clone())), config.service.http_addr)
             .await?;
+        hosted.relay_outbox(relay);
         let token = hosted.shutdown().token();
-        hosted
-            .shutdown()
-            .spawn(OutboxRelay::new(pool, producer).run(token.clone()));
 
         let topics = &config.saga.topics;
         let events = EventConsumer::new(
