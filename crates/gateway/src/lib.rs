@@ -95,10 +95,6 @@ impl App {
         self.service.port()
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.service.local_addr()
-    }
-
     /// Trigger it to stop the gateway (tests do).
     pub fn shutdown(&self) -> &Shutdown {
         self.service.shutdown()

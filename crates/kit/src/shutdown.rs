@@ -46,14 +46,6 @@ impl Shutdown {
         self.token.cancel();
     }
 
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    pub async fn triggered(&self) {
-        self.token.cancelled().await;
-    }
-
     /// Spawns a task that shutdown waits for.
     pub fn spawn<F>(&self, task: F) -> JoinHandle<F::Output>
     where

@@ -43,7 +43,7 @@ pub struct App {
     hosted: Hosted,
 }
 
-// `port()`, `shutdown()`, `metrics()`: what `Hosted` offers, on the app.
+// `port()`, `shutdown()`, `nats()`: what `Hosted` offers, on the app.
 middleware::app_derefs_to_hosted!(App);
 
 impl App {

@@ -50,16 +50,11 @@ pub struct ServeError {
 /// [`MeshServer::shutdown`] to stop taking requests and finish the ones in flight.
 #[derive(Debug)]
 pub struct MeshServer {
-    subject: String,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MeshServer {
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
     /// Unsubscribes (other instances of the queue group take the traffic), then waits for
     /// the requests in flight.
     pub async fn shutdown(self) {
@@ -148,11 +143,7 @@ where
             tracing::debug!(%error, "Service stop.");
         }
     });
-    Ok(MeshServer {
-        subject,
-        stop,
-        task,
-    })
+    Ok(MeshServer { stop, task })
 }
 
 /// Waits (briefly) until the server routes requests to the new endpoint: a ping to this

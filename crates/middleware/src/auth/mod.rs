@@ -522,10 +522,6 @@ impl JwtKeys {
         Ok(keys)
     }
 
-    pub fn algorithm(&self) -> JwtAlgorithm {
-        self.inner.algorithm
-    }
-
     /// Whether a private key (or HS256 secret) is loaded.
     pub fn can_issue(&self) -> bool {
         self.inner.encoding.is_some()
