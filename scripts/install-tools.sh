@@ -22,8 +22,8 @@ apt_install_missing() {
 }
 
 # librdkafka is compiled from source by rdkafka-sys: a C toolchain, make, zlib and OpenSSL.
-# curl and psql are used by the scripts themselves.
-apt_install_missing build-essential pkg-config zlib1g-dev libssl-dev curl postgresql-client
+# curl is used by the scripts themselves.
+apt_install_missing build-essential pkg-config zlib1g-dev libssl-dev curl
 
 pip_scripts_dir() { python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'; }
 

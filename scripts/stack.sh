@@ -23,16 +23,6 @@ compose() { docker compose -f "$ROOT/infra/compose.yaml" "$@"; }
 
 use_compose() { [[ ${SHOPMESH_NATIVE:-0} != 1 ]] && docker_engine; }
 
-create_databases() {
-  local db
-  for db in "${DATABASES[@]}"; do
-    if ! psql -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -d postgres -tAc \
-      "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
-      psql -h 127.0.0.1 -p "$POSTGRES_PORT" -U postgres -d postgres -qc "CREATE DATABASE $db" && say "created database $db"
-    fi
-  done
-}
-
 jwt_secret() {
   # One development secret per checkout, shared by every service that verifies tokens.
   local file="$RUN_DIR/jwt_secret"
@@ -91,8 +81,8 @@ stack_up() {
     compose ps
     return
   fi
+  # No databases to create: each service creates its own (shop_*) when it starts.
   "$ROOT/scripts/infra.sh" up
-  create_databases
   say "building the binaries ($PROFILE)"
   local release=()
   [[ $PROFILE == release ]] && release=(--release)

@@ -66,6 +66,9 @@ enum TopicsAction {
         brokers: String,
         #[arg(long, default_value_t = contracts::topics::PARTITIONS)]
         partitions: i32,
+        /// Put in front of every topic name, as the services do with the same variable.
+        #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
+        topic_prefix: String,
     },
 }
 
@@ -146,13 +149,16 @@ async fn main() -> anyhow::Result<()> {
                 TopicsAction::Ensure {
                     brokers,
                     partitions,
+                    topic_prefix,
                 },
         } => {
             let settings = KafkaSettings::new(&brokers, "meshctl");
-            ensure_topics(&settings, &contracts::topics::ALL, partitions)
+            let names = contracts::topics::Topics::new(&topic_prefix);
+            let topics = names.all();
+            ensure_topics(&settings, &topics, partitions)
                 .await
                 .with_context(|| format!("creating the saga topics on {brokers}"))?;
-            for topic in contracts::topics::ALL {
+            for topic in topics {
                 println!("topic {topic} ready");
             }
         }
