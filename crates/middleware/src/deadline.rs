@@ -71,14 +71,10 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let cap = Deadline::after(self.default_budget);
         let mut inner = crate::take_ready(&mut self.inner);
-        // A deadline extension comes from the transport: `mesh::rpc::serve` enforces it and
-        // makes it current for the handler. Unless the default is tighter, a second timer
-        // here would only race the first one.
-        if request
-            .extensions()
-            .get::<Deadline>()
-            .is_some_and(|enforced| enforced.0 <= cap.0)
-        {
+        // A deadline already current comes from the transport: `mesh::rpc::serve` runs the
+        // service under the caller's deadline and enforces it. Unless the default is
+        // tighter, a second timer here would only race the first one.
+        if Deadline::current().is_some_and(|enforced| enforced.0 <= cap.0) {
             return Box::pin(inner.call(request));
         }
         let deadline = Deadline::earliest(incoming_deadline(&request), Some(cap)).unwrap_or(cap);
@@ -158,15 +154,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_deadline_the_transport_enforces_is_not_timed_twice() {
-        // `mesh::rpc::serve` puts the extension there and runs its own timer: the layer
-        // leaves the request to it (here nothing enforces it, so the slow call finishes).
+        // `mesh::rpc::serve` runs the service with the deadline current and times it
+        // itself: the layer leaves the request to it (here nothing enforces it, so the slow
+        // call finishes).
         let service =
             DeadlineLayer::new(Duration::from_secs(10)).layer(slow(Duration::from_millis(100)));
-        let mut request = Request::new(());
-        request
-            .extensions_mut()
-            .insert(Deadline::after(Duration::from_millis(20)));
-        let response = service.oneshot(request).await.expect("answer");
+        let response = Deadline::after(Duration::from_millis(20))
+            .scope(service.oneshot(Request::new(())))
+            .await
+            .expect("answer");
         assert_eq!(response.status(), 200);
     }
 
@@ -174,11 +170,10 @@ mod tests {
     async fn a_transport_deadline_looser_than_the_default_is_capped() {
         let service =
             DeadlineLayer::new(Duration::from_millis(50)).layer(slow(Duration::from_secs(5)));
-        let mut request = Request::new(());
-        request
-            .extensions_mut()
-            .insert(Deadline::after(Duration::from_secs(60)));
-        let response = service.oneshot(request).await.expect("answer");
+        let response = Deadline::after(Duration::from_secs(60))
+            .scope(service.oneshot(Request::new(())))
+            .await
+            .expect("answer");
         assert_eq!(response.status(), 504);
     }
 

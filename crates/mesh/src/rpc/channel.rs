@@ -16,13 +16,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::Deadline;
-use super::body::MeshBody;
+use super::body::{MeshBody, read_to_end};
 use super::wire::{self, MeshErrorKind};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -155,7 +155,12 @@ impl Channel {
 }
 
 impl Endpoint {
-    async fn send<B>(&self, request: Request<B>) -> Result<Response<MeshBody>, ChannelError>
+    /// Owns its `Arc` so the boxed future of [`Channel::call`] is this one, not a wrapper
+    /// that moves it once more.
+    async fn send<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+    ) -> Result<Response<MeshBody>, ChannelError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -182,11 +187,10 @@ impl Endpoint {
                 &msg,
             )));
         }
-        let body = body
-            .collect()
+        // Request trailers have no place on the wire; HTTP clients do not send them.
+        let (body, _trailers) = read_to_end(body)
             .await
-            .map_err(|e| ChannelError::Body(e.into()))?
-            .to_bytes();
+            .map_err(|e| ChannelError::Body(e.into()))?;
         let response = match &self.target {
             Target::Nats { client, subject } => {
                 let headers = wire::encode_request_head(
@@ -230,9 +234,10 @@ impl Endpoint {
                     }
                 }
             }
+            // Boxed: hyper's future is large, and a NATS call should not carry (and move)
+            // its space.
             Target::Http { client, base } => {
-                self.send_http(client, base, parts, body, budget, grpc)
-                    .await
+                Box::pin(self.send_http(client, base, parts, body, budget, grpc)).await
             }
         };
         Ok(response)
@@ -270,12 +275,8 @@ impl Endpoint {
         let exchange = async {
             let response = client.request(request).await?;
             let (parts, body) = response.into_parts();
-            let collected = body.collect().await?;
-            let trailers = collected.trailers().cloned();
-            Ok::<_, BoxError>(Response::from_parts(
-                parts,
-                MeshBody::new(collected.to_bytes(), trailers),
-            ))
+            let (data, trailers) = read_to_end(body).await?;
+            Ok::<_, BoxError>(Response::from_parts(parts, MeshBody::new(data, trailers)))
         };
         match tokio::time::timeout(budget, exchange).await {
             Ok(Ok(response)) => response,
@@ -325,8 +326,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let endpoint = Arc::clone(&self.0);
-        Box::pin(async move { endpoint.send(request).await })
+        Box::pin(Arc::clone(&self.0).send(request))
     }
 }
 

@@ -17,8 +17,8 @@ pub use wire::{MESH_ERROR_HEADER, MeshErrorKind, TIMEOUT_HEADER, subject_for};
 /// A request's deadline. It travels as the `Deadline` request extension and, for work done
 /// on behalf of a request, as a task-local ([`Deadline::scope`]): the [`Channel`] sends the
 /// remaining budget, and the server runs the handler inside the deadline it received, so a
-/// nested call gets what is left, not a fresh timeout. On a request [`serve`] hands to its
-/// service, the extension is one `serve` enforces (it answers 504 when it passes).
+/// nested call gets what is left, not a fresh timeout. While [`serve`] runs a service, the
+/// request's deadline is current, and `serve` enforces it (it answers 504 when it passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub tokio::time::Instant);
 

@@ -8,12 +8,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt as _};
 
 use super::Deadline;
+use super::body::read_to_end;
 use super::wire::{self, MeshErrorKind};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -191,44 +192,32 @@ where
     let budget = head.budget;
     let mut request = Request::new(Full::new(message.payload.clone()));
     *request.method_mut() = head.method;
+    *request.uri_mut() = head.uri;
     *request.headers_mut() = head.headers;
-    match head.path_and_query.parse() {
-        Ok(uri) => *request.uri_mut() = uri,
-        Err(_) => return encode_plain(StatusCode::BAD_REQUEST, "bad_request", "invalid path"),
-    }
-    let deadline = budget.map(Deadline::after);
-    if let Some(deadline) = deadline {
-        request.extensions_mut().insert(deadline);
-    }
-
     let call = service.oneshot(request);
-    // Nested calls made by the handler inherit what is left of the budget.
-    let call = async move {
-        match deadline {
-            Some(deadline) => deadline.scope(call).await,
-            None => call.await,
-        }
-    };
     let outcome: Result<Response<B>, BoxError> = match budget {
-        // Dropping the call when the budget runs out stops the handler's work.
-        Some(budget) => match tokio::time::timeout(budget, call).await {
-            Ok(outcome) => outcome.map_err(Into::into),
-            Err(_) => {
-                let msg = format!("the request's deadline of {budget:?} passed in the service");
-                return encode_mesh_error(is_grpc, MeshErrorKind::Timeout, &msg);
+        // The deadline is current while the service runs (its layers and nested mesh calls
+        // see it), and dropping the call when it passes stops the handler's work.
+        Some(budget) => {
+            let deadline = Deadline::after(budget);
+            match tokio::time::timeout_at(deadline.0, deadline.scope(call)).await {
+                Ok(outcome) => outcome.map_err(Into::into),
+                Err(_) => {
+                    let msg = format!("the request's deadline of {budget:?} passed in the service");
+                    return encode_mesh_error(is_grpc, MeshErrorKind::Timeout, &msg);
+                }
             }
-        },
+        }
         None => call.await.map_err(Into::into),
     };
     match outcome {
         Ok(response) => {
             let (parts, body) = response.into_parts();
-            match body.collect().await {
-                Ok(collected) => {
-                    let trailers = collected.trailers().cloned();
+            match read_to_end(body).await {
+                Ok((data, trailers)) => {
                     let head =
                         wire::encode_response_head(parts.status, &parts.headers, trailers.as_ref());
-                    (head, collected.to_bytes())
+                    (head, data)
                 }
                 Err(error) => {
                     let error: BoxError = error.into();

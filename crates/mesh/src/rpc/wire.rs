@@ -112,9 +112,40 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The NATS name of an HTTP header. The names nearly every exchange carries are constants:
+/// parsing one copies it into a new allocation, on every message.
+fn nats_name(name: &HeaderName) -> Option<async_nats::HeaderName> {
+    use async_nats::HeaderName as Nats;
+    Some(match name.as_str() {
+        "content-type" => Nats::from_static("content-type"),
+        "accept" => Nats::from_static("accept"),
+        "authorization" => Nats::from_static("authorization"),
+        "traceparent" => Nats::from_static("traceparent"),
+        "tracestate" => Nats::from_static("tracestate"),
+        "x-request-id" => Nats::from_static("x-request-id"),
+        "user-agent" => Nats::from_static("user-agent"),
+        "te" => Nats::from_static("te"),
+        "grpc-timeout" => Nats::from_static("grpc-timeout"),
+        "grpc-encoding" => Nats::from_static("grpc-encoding"),
+        "grpc-accept-encoding" => Nats::from_static("grpc-accept-encoding"),
+        // An http header name is always a valid NATS one; the check costs nothing.
+        other => return other.parse().ok(),
+    })
+}
+
+/// The NATS name of an HTTP trailer: `Mesh-Trailer-<name>`; gRPC's two are constants.
+fn nats_trailer_name(name: &HeaderName) -> Option<async_nats::HeaderName> {
+    use async_nats::HeaderName as Nats;
+    Some(match name.as_str() {
+        "grpc-status" => Nats::from_static("mesh-trailer-grpc-status"),
+        "grpc-message" => Nats::from_static("mesh-trailer-grpc-message"),
+        other => return format!("{TRAILER_PREFIX}{other}").parse().ok(),
+    })
+}
+
 /// Copies HTTP headers into NATS headers, dropping hop-by-hop ones and values that are not
-/// visible ASCII (NATS headers are text). Trailers get `prefix` in front of their name.
-fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, prefix: Option<&str>) {
+/// visible ASCII (NATS headers are text). Trailers are named with [`nats_trailer_name`].
+fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool) {
     let mut previous: Option<&HeaderName> = None;
     for (name, value) in src {
         // The http map yields the values of one name one after the other: the first is an
@@ -128,12 +159,12 @@ fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, prefix: Option
             tracing::debug!(header = %name, "Non-text header value not carried over NATS.");
             continue;
         };
-        let nats_name = match prefix {
-            None => name.as_str().parse::<async_nats::HeaderName>(),
-            Some(prefix) => format!("{prefix}{}", name.as_str()).parse(),
+        let nats_name = if trailers {
+            nats_trailer_name(name)
+        } else {
+            nats_name(name)
         };
-        // An http header name is always a valid NATS one; the check costs nothing.
-        let Ok(nats_name) = nats_name else { continue };
+        let Some(nats_name) = nats_name else { continue };
         if repeated {
             dst.append(nats_name, text);
         } else {
@@ -199,7 +230,7 @@ pub(crate) fn encode_request_head(
     budget: Option<Duration>,
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, None);
+    copy_to_nats(headers, &mut nats, false);
     let mut line = String::with_capacity(method.as_str().len() + 1 + path_and_query.len());
     line.push_str(method.as_str());
     line.push(' ');
@@ -215,7 +246,8 @@ pub(crate) fn encode_request_head(
 #[derive(Debug)]
 pub(crate) struct RequestHead {
     pub method: Method,
-    pub path_and_query: String,
+    /// Only a path and query: the authority is the subject.
+    pub uri: http::Uri,
     pub headers: HeaderMap,
     pub budget: Option<Duration>,
 }
@@ -247,9 +279,10 @@ pub(crate) fn decode_request_head(
         .map(|v| v.parse::<u64>().map_err(|_| DecodeError::Invalid(TIMEOUT)))
         .transpose()?
         .map(Duration::from_millis);
+    let uri = http::Uri::try_from(path_and_query).map_err(|_| DecodeError::Invalid(NAME))?;
     Ok(RequestHead {
         method,
-        path_and_query: path_and_query.to_owned(),
+        uri,
         headers: read.headers,
         budget,
     })
@@ -261,9 +294,9 @@ pub(crate) fn encode_response_head(
     trailers: Option<&HeaderMap>,
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, None);
+    copy_to_nats(headers, &mut nats, false);
     if let Some(trailers) = trailers {
-        copy_to_nats(trailers, &mut nats, Some(TRAILER_PREFIX));
+        copy_to_nats(trailers, &mut nats, true);
     }
     nats.insert(STATUS, status.as_str());
     nats
@@ -304,7 +337,7 @@ mod tests {
         );
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.method, Method::PUT);
-        assert_eq!(head.path_and_query, "/products/1?x=y");
+        assert_eq!(head.uri, "/products/1?x=y");
         assert_eq!(head.budget, Some(Duration::from_millis(1500)));
         assert_eq!(head.headers["traceparent"], "00-abc-def-01");
         let multi: Vec<_> = head.headers.get_all("x-multi").iter().collect();
@@ -322,7 +355,7 @@ mod tests {
         nats.insert("Content-Type", "application/json");
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.method, Method::DELETE);
-        assert_eq!(head.path_and_query, "/products/7");
+        assert_eq!(head.uri, "/products/7");
         assert_eq!(head.budget, Some(Duration::from_millis(250)));
         assert_eq!(head.headers["content-type"], "application/json");
         assert_eq!(head.headers.len(), 1);
@@ -355,7 +388,7 @@ mod tests {
     #[test]
     fn a_message_without_mesh_headers_is_rejected() {
         assert!(decode_request_head(None).is_err());
-        for line in ["GET no-slash", "GET", "G@T /x"] {
+        for line in ["GET no-slash", "GET", "G@T /x", "GET /a b"] {
             let mut nats = async_nats::HeaderMap::new();
             nats.insert(REQUEST, line);
             assert!(
