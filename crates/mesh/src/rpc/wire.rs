@@ -1,13 +1,16 @@
 //! How an HTTP exchange is laid onto NATS messages.
 //!
-//! Request: `Mesh-Request: <METHOD> <path-and-query>` (an HTTP request line without the
-//! version) and `Mesh-Timeout-Ms` (the caller's remaining budget) as NATS headers, next to the
-//! HTTP headers; the body is the payload. Response: `Mesh-Status`, the HTTP headers, and each
-//! trailer as `Mesh-Trailer-<name>`. Everything stays readable with `nats sub 'mesh.>'`.
+//! Request: `Mesh-Request: <METHOD> <path-and-query> [<budget>ms]` (an HTTP request line
+//! with the caller's remaining budget where HTTP has its version, e.g. `GET /products/7
+//! 2500ms`) as a NATS header, next to the HTTP headers; the body is the payload. Response:
+//! `Mesh-Status` unless the status is 200, the HTTP headers, and each trailer as
+//! `Mesh-Trailer-<name>`. Everything stays readable with `nats sub 'mesh.>'`.
 //!
-//! Header maps are most of the mesh's own cost per request (async-nats keeps them in a
-//! SipHash map that grows from empty), so the wire uses as few headers as it can, names them
-//! with constants (no parsing or allocation), and reads a message's headers in one pass.
+//! Every NATS header costs about 3k instructions per exchange (async-nats keeps headers in
+//! a SipHash map of vectors, parsing and allocating per name and value), as much as the
+//! rest of a request's head. So the wire spends one header on the request line and none on
+//! the common status, names headers with constants, and reads a message's headers in one
+//! pass.
 
 use std::time::Duration;
 
@@ -15,17 +18,16 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
 
-/// `<METHOD> <path-and-query>`: one header instead of two keeps a typical request within
-/// the three entries an async-nats header map holds before it has to grow.
 const REQUEST_NAME: &str = "Mesh-Request";
 const STATUS_NAME: &str = "Mesh-Status";
-const TIMEOUT_MS_NAME: &str = "Mesh-Timeout-Ms";
 const REQUEST: async_nats::HeaderName = async_nats::HeaderName::from_static(REQUEST_NAME);
 const STATUS: async_nats::HeaderName = async_nats::HeaderName::from_static(STATUS_NAME);
-const TIMEOUT_MS: async_nats::HeaderName = async_nats::HeaderName::from_static(TIMEOUT_MS_NAME);
 const TRAILER_PREFIX: &str = "mesh-trailer-";
+/// After the budget in the request line.
+const BUDGET_UNIT: &str = "ms";
 
-/// The caller's remaining budget in milliseconds, on NATS and HTTP/2 alike.
+/// The caller's remaining budget in milliseconds over HTTP/2 (over NATS it ends the
+/// request line).
 pub const TIMEOUT_HEADER: &str = "mesh-timeout-ms";
 
 /// Set on responses the mesh made itself (no responder, timeout, too large), so callers and
@@ -177,7 +179,6 @@ fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool
 #[derive(Debug, Default)]
 struct ReadHeaders<'a> {
     request_line: Option<&'a str>,
-    timeout_ms: Option<&'a str>,
     status: Option<&'a str>,
     headers: HeaderMap,
     trailers: HeaderMap,
@@ -190,10 +191,6 @@ fn read_nats(src: &async_nats::HeaderMap) -> ReadHeaders<'_> {
         let first = values.first().map(|v| v.as_str());
         if name.eq_ignore_ascii_case(REQUEST_NAME) {
             read.request_line = first;
-            continue;
-        }
-        if name.eq_ignore_ascii_case(TIMEOUT_MS_NAME) {
-            read.timeout_ms = first;
             continue;
         }
         if name.eq_ignore_ascii_case(STATUS_NAME) {
@@ -231,14 +228,18 @@ pub(crate) fn encode_request_head(
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
     copy_to_nats(headers, &mut nats, false);
-    let mut line = String::with_capacity(method.as_str().len() + 1 + path_and_query.len());
+    // Room for a budget of up to 20 digits and its unit.
+    let mut line = String::with_capacity(method.as_str().len() + path_and_query.len() + 24);
     line.push_str(method.as_str());
     line.push(' ');
     line.push_str(path_and_query);
-    nats.insert(REQUEST, line);
     if let Some(budget) = budget {
-        nats.insert(TIMEOUT_MS, budget.as_millis().max(1).to_string());
+        use std::fmt::Write as _;
+        let millis = budget.as_millis().max(1);
+        // Writing to a String cannot fail.
+        let _ = write!(line, " {millis}{BUDGET_UNIT}");
     }
+    nats.insert(REQUEST, line);
     nats
 }
 
@@ -264,22 +265,29 @@ pub(crate) fn decode_request_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<RequestHead, DecodeError> {
     const NAME: &str = REQUEST_NAME;
-    const TIMEOUT: &str = TIMEOUT_MS_NAME;
+    let invalid = || DecodeError::Invalid(NAME);
     let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
     let line = read.request_line.ok_or(DecodeError::Missing(NAME))?;
-    let (method, path_and_query) = line.split_once(' ').ok_or(DecodeError::Invalid(NAME))?;
-    let method = method
-        .parse::<Method>()
-        .map_err(|_| DecodeError::Invalid(NAME))?;
+    let mut parts = line.split(' ');
+    let (Some(method), Some(path_and_query), budget, None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
+    let method = method.parse::<Method>().map_err(|_| invalid())?;
     if !path_and_query.starts_with('/') {
-        return Err(DecodeError::Invalid(NAME));
+        return Err(invalid());
     }
-    let budget = read
-        .timeout_ms
-        .map(|v| v.parse::<u64>().map_err(|_| DecodeError::Invalid(TIMEOUT)))
-        .transpose()?
-        .map(Duration::from_millis);
-    let uri = http::Uri::try_from(path_and_query).map_err(|_| DecodeError::Invalid(NAME))?;
+    let budget = match budget {
+        None => None,
+        Some(budget) => {
+            let millis = budget.strip_suffix(BUDGET_UNIT).ok_or_else(invalid)?;
+            Some(Duration::from_millis(
+                millis.parse().map_err(|_| invalid())?,
+            ))
+        }
+    };
+    let uri = http::Uri::try_from(path_and_query).map_err(|_| invalid())?;
     Ok(RequestHead {
         method,
         uri,
@@ -298,23 +306,31 @@ pub(crate) fn encode_response_head(
     if let Some(trailers) = trailers {
         copy_to_nats(trailers, &mut nats, true);
     }
-    nats.insert(STATUS, status.as_str());
+    // 200 is what a reply without `Mesh-Status` means.
+    if status != StatusCode::OK {
+        nats.insert(STATUS, status.as_str());
+    }
     nats
 }
 
-/// Status, headers and trailers of a response message.
+/// Status, headers and trailers of a response message; without `Mesh-Status` (or without
+/// any header) it is a 200.
 pub(crate) fn decode_response_head(
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<(StatusCode, HeaderMap, HeaderMap), DecodeError> {
     const NAME: &str = STATUS_NAME;
-    let read = read_nats(nats.ok_or(DecodeError::Missing(NAME))?);
-    let status = read
-        .status
-        .ok_or(DecodeError::Missing(NAME))?
-        .parse::<u16>()
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or(DecodeError::Invalid(NAME))?;
+    let Some(nats) = nats else {
+        return Ok((StatusCode::OK, HeaderMap::new(), HeaderMap::new()));
+    };
+    let read = read_nats(nats);
+    let status = match read.status {
+        None => StatusCode::OK,
+        Some(status) => status
+            .parse::<u16>()
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or(DecodeError::Invalid(NAME))?,
+    };
     Ok((status, read.headers, read.trailers))
 }
 
@@ -350,8 +366,7 @@ mod tests {
     #[test]
     fn names_from_other_clients_are_read_in_any_case() {
         let mut nats = async_nats::HeaderMap::new();
-        nats.insert("MESH-REQUEST", "DELETE /products/7");
-        nats.insert("mesh-timeout-ms", "250");
+        nats.insert("MESH-REQUEST", "DELETE /products/7 250ms");
         nats.insert("Content-Type", "application/json");
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.method, Method::DELETE);
@@ -388,7 +403,17 @@ mod tests {
     #[test]
     fn a_message_without_mesh_headers_is_rejected() {
         assert!(decode_request_head(None).is_err());
-        for line in ["GET no-slash", "GET", "G@T /x", "GET /a b"] {
+        for line in [
+            "GET no-slash",
+            "GET",
+            "G@T /x",
+            "GET /a b",
+            "GET /x soon",
+            "GET /x 10",
+            "GET /x -5ms",
+            "GET /x 10ms more",
+            "GET  /x",
+        ] {
             let mut nats = async_nats::HeaderMap::new();
             nats.insert(REQUEST, line);
             assert!(
@@ -399,12 +424,63 @@ mod tests {
                 "{line}"
             );
         }
-        let mut bad_budget = async_nats::HeaderMap::new();
-        bad_budget.insert(REQUEST, "GET /x");
-        bad_budget.insert(TIMEOUT_MS, "soon");
+    }
+
+    #[test]
+    fn the_budget_ends_the_request_line() {
+        let nats = encode_request_head(
+            &Method::GET,
+            "/products/7",
+            &HeaderMap::new(),
+            Some(Duration::from_micros(2_500_400)),
+        );
+        let line = nats.get(REQUEST).map(|v| v.as_str().to_owned());
+        assert_eq!(line.as_deref(), Some("GET /products/7 2500ms"));
+        // A budget under a millisecond still travels as one: zero would mean "already late".
+        let nats = encode_request_head(
+            &Method::GET,
+            "/",
+            &HeaderMap::new(),
+            Some(Duration::from_micros(10)),
+        );
+        assert_eq!(nats.get(REQUEST).map(|v| v.as_str()), Some("GET / 1ms"));
+        let head = decode_request_head(Some(&nats)).expect("decodes");
+        assert_eq!(head.budget, Some(Duration::from_millis(1)));
+
+        let unbounded = encode_request_head(&Method::POST, "/x?y=1", &HeaderMap::new(), None);
+        assert_eq!(
+            unbounded.get(REQUEST).map(|v| v.as_str()),
+            Some("POST /x?y=1")
+        );
+        assert_eq!(
+            decode_request_head(Some(&unbounded))
+                .expect("decodes")
+                .budget,
+            None
+        );
+    }
+
+    #[test]
+    fn a_200_travels_without_a_status_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        let ok = encode_response_head(StatusCode::OK, &headers, None);
+        assert!(ok.get(STATUS).is_none());
+        let (status, headers, _) = decode_response_head(Some(&ok)).expect("decodes");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "text/plain");
+        // A reply with no header at all (a plain NATS responder) reads as a 200 too.
+        let (status, headers, trailers) = decode_response_head(None).expect("decodes");
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.is_empty() && trailers.is_empty());
+
+        let created = encode_response_head(StatusCode::CREATED, &HeaderMap::new(), None);
+        assert_eq!(created.get(STATUS).map(|v| v.as_str()), Some("201"));
+        let mut bad = async_nats::HeaderMap::new();
+        bad.insert(STATUS, "two hundred");
         assert!(matches!(
-            decode_request_head(Some(&bad_budget)),
-            Err(DecodeError::Invalid("Mesh-Timeout-Ms"))
+            decode_response_head(Some(&bad)),
+            Err(DecodeError::Invalid("Mesh-Status"))
         ));
     }
 
