@@ -485,8 +485,9 @@ mod tests {
         assert!(machine.try_acquire(later).is_ok(), "slot freed");
     }
 
-    #[test]
-    fn a_call_let_through_before_the_circuit_opened_is_not_the_probe() {
+    /// A call let through while closed and still out when the circuit, opened by four
+    /// failures, lets its probe through 5 s later: (machine, slow call, probe, then).
+    fn slow_call_outlives_the_opening() -> (BreakerMachine, Ticket, Ticket, Instant) {
         let start = Instant::now();
         let mut machine = BreakerMachine::new(config());
         let slow = machine.try_acquire(start).expect("closed").ticket;
@@ -495,6 +496,12 @@ mod tests {
         }
         let later = start + Duration::from_secs(5);
         let probe = machine.try_acquire(later).expect("probe").ticket;
+        (machine, slow, probe, later)
+    }
+
+    #[test]
+    fn a_call_let_through_before_the_circuit_opened_is_not_the_probe() {
+        let (mut machine, slow, probe, later) = slow_call_outlives_the_opening();
 
         // The slow call succeeds now: it proves nothing about the upstream since it opened.
         assert_eq!(machine.record(slow, later, false), None);
@@ -511,14 +518,7 @@ mod tests {
 
     #[test]
     fn a_stale_abandon_does_not_free_the_probe_slot() {
-        let start = Instant::now();
-        let mut machine = BreakerMachine::new(config());
-        let slow = machine.try_acquire(start).expect("closed").ticket;
-        for _ in 0..4 {
-            call(&mut machine, start, true);
-        }
-        let later = start + Duration::from_secs(5);
-        let _probe = machine.try_acquire(later).expect("probe");
+        let (mut machine, slow, _probe, later) = slow_call_outlives_the_opening();
         machine.abandon(slow);
         assert!(machine.try_acquire(later).is_err(), "still one probe out");
     }
