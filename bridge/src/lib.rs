@@ -129,6 +129,11 @@ impl Bridge {
             state.clone(),
         )?;
         let mut forwarders = Vec::with_capacity(config.reverse.len());
+        // One Kafka client for every reverse mapping: a producer keeps its own threads and
+        // broker connections, and orders each partition's records whoever hands them over.
+        let producer = (!config.reverse.is_empty())
+            .then(|| reverse::producer(&config.kafka))
+            .transpose()?;
         for (mapping, stats) in config.reverse.iter().zip(state.reverse()) {
             let subscriber = nats
                 .subscribe(mapping.subject.clone())
@@ -137,7 +142,8 @@ impl Bridge {
                     subject: mapping.subject.clone(),
                     source,
                 })?;
-            forwarders.push((subscriber, reverse::producer(&config.kafka)?, stats.clone()));
+            let producer = producer.clone().expect("created when there are mappings");
+            forwarders.push((subscriber, producer, stats.clone()));
         }
         let (service, endpoint) = Box::pin(service::register(
             &nats,

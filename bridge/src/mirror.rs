@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishError, publish::PublishAck, stream};
+use async_nats::jetstream::{self, context::PublishError, publish::PublishAck};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use kit::backoff::Exponential;
+use mesh::jetstream::EventStream;
 use mesh::kafka::KafkaSettings;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -56,16 +57,11 @@ pub(crate) async fn ensure_stream(
     jetstream: &jetstream::Context,
     spec: &StreamSpec,
 ) -> Result<(), String> {
-    jetstream
-        .get_or_create_stream(stream::Config {
-            name: spec.name.clone(),
-            subjects: spec.subjects.clone(),
-            duplicate_window: spec.duplicate_window,
-            ..Default::default()
-        })
+    EventStream::from_context(jetstream.clone())
+        .ensure_stream(&spec.name, spec.subjects.clone(), spec.duplicate_window)
         .await
         .map(drop)
-        .map_err(|error| format!("cannot create or find stream {}: {error}", spec.name))
+        .map_err(|error| error.to_string())
 }
 
 /// Everything the mirror loop needs.

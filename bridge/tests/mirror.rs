@@ -484,15 +484,19 @@ async fn a_nats_outage_blocks_the_bridge_then_it_catches_up_without_loss() {
 }
 
 #[tokio::test]
-async fn a_configured_subject_is_forwarded_to_kafka_with_key_and_headers() {
+async fn configured_subjects_are_forwarded_to_kafka_with_key_and_headers() {
     let fixture = Fixture::new().await;
     let reverse_topic = testkit::unique_name("bridge_in");
-    ensure_topics(&settings(), &[&reverse_topic], PARTITIONS)
+    // A second mapping: the forwarders share one producer and must not mix topics up.
+    let other_topic = testkit::unique_name("bridge_in_other");
+    ensure_topics(&settings(), &[&reverse_topic, &other_topic], PARTITIONS)
         .await
         .expect("topic");
     let base = testkit::unique_name("in");
+    let other_base = testkit::unique_name("in_other");
     let filter = format!("{base}.*");
-    let mapping = format!("{filter}=>{reverse_topic}");
+    let other_filter = format!("{other_base}.*");
+    let mapping = format!("{filter}=>{reverse_topic};{other_filter}=>{other_topic}");
     let bridge = fixture.start(&[("BRIDGE_REVERSE", mapping.as_str())]).await;
 
     let client = async_nats::connect(testkit::nats_url())
@@ -506,6 +510,10 @@ async fn a_configured_subject_is_forwarded_to_kafka_with_key_and_headers() {
         .publish_with_headers(format!("{base}.order-9"), nats_headers, "hello".into())
         .await
         .expect("published");
+    client
+        .publish(format!("{other_base}.order-10"), "other".into())
+        .await
+        .expect("published");
     client.flush().await.expect("flushed");
 
     let consumer: StreamConsumer = settings()
@@ -515,11 +523,24 @@ async fn a_configured_subject_is_forwarded_to_kafka_with_key_and_headers() {
         .set("fetch.wait.max.ms", "5")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[&reverse_topic]).expect("subscribed");
-    let record = tokio::time::timeout(WITHIN, consumer.recv())
-        .await
-        .expect("a record within 60 s")
-        .expect("no error");
+    consumer
+        .subscribe(&[&reverse_topic, &other_topic])
+        .expect("subscribed");
+    let mut records = Vec::new();
+    for _ in 0..2 {
+        let record = tokio::time::timeout(WITHIN, consumer.recv())
+            .await
+            .expect("a record within 60 s")
+            .expect("no error")
+            .detach();
+        records.push(record);
+    }
+    records.sort_by_key(|r| r.topic() != reverse_topic);
+    let (record, other) = (&records[0], &records[1]);
+    assert_eq!(record.topic(), reverse_topic);
+    assert_eq!(other.topic(), other_topic);
+    assert_eq!(other.key(), Some(&b"order-10"[..]));
+    assert_eq!(other.payload(), Some(&b"other"[..]));
     assert_eq!(record.key(), Some(&b"order-9"[..]));
     assert_eq!(record.payload(), Some(&b"hello"[..]));
     let mut pairs: Vec<(String, String)> = record
@@ -542,8 +563,8 @@ async fn a_configured_subject_is_forwarded_to_kafka_with_key_and_headers() {
             ("h".to_owned(), "second".to_owned()),
         ]
     );
-    wait_for(&bridge, "the forward is counted", |s| {
-        s.reverse[&filter].forwarded == 1
+    wait_for(&bridge, "the forwards are counted", |s| {
+        s.reverse[&filter].forwarded == 1 && s.reverse[&other_filter].forwarded == 1
     })
     .await;
     bridge.stop().await;

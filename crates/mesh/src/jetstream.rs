@@ -39,9 +39,12 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn new(client: async_nats::Client) -> Self {
-        Self {
-            context: jetstream::new(client),
-        }
+        Self::from_context(jetstream::new(client))
+    }
+
+    /// Over a context built with other settings (the bridge's publish window).
+    pub fn from_context(context: jetstream::Context) -> Self {
+        Self { context }
     }
 
     pub fn context(&self) -> &jetstream::Context {
