@@ -204,24 +204,26 @@ impl Endpoint {
                     .payload(body)
                     .timeout(Some(budget));
                 match client.send_request(subject.clone(), request).await {
-                    Ok(message) => match wire::decode_response_head(message.headers.as_ref()) {
-                        Ok((status, headers, trailers)) => {
-                            let mut response =
-                                Response::new(MeshBody::new(message.payload, Some(trailers)));
-                            *response.status_mut() = status;
-                            *response.headers_mut() = headers;
-                            response
+                    Ok(message) => {
+                        match wire::decode_response_head(message.status, message.headers.as_ref()) {
+                            Ok((status, headers, trailers)) => {
+                                let mut response =
+                                    Response::new(MeshBody::new(message.payload, Some(trailers)));
+                                *response.status_mut() = status;
+                                *response.headers_mut() = headers;
+                                response
+                            }
+                            Err(error) => {
+                                let msg =
+                                    format!("{} sent an unreadable answer: {error}", self.service);
+                                into_mesh_body(mesh_error_response(
+                                    grpc,
+                                    MeshErrorKind::Transport,
+                                    &msg,
+                                ))
+                            }
                         }
-                        Err(error) => {
-                            let msg =
-                                format!("{} sent an unreadable answer: {error}", self.service);
-                            into_mesh_body(mesh_error_response(
-                                grpc,
-                                MeshErrorKind::Transport,
-                                &msg,
-                            ))
-                        }
-                    },
+                    }
                     Err(error) => {
                         let kind = match error.kind() {
                             RequestErrorKind::NoResponders => MeshErrorKind::NoResponder,

@@ -114,6 +114,16 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Names the mesh writes itself. An HTTP header of the same name (a client's forged
+/// `Mesh-Request`, a handler's own `mesh-status`) would sit next to the mesh's in the NATS
+/// map, whose names are case-sensitive, and could be read instead of it: never carried.
+fn is_reserved(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.eq_ignore_ascii_case(REQUEST_NAME)
+        || name.eq_ignore_ascii_case(STATUS_NAME)
+        || strip_prefix_ignore_case(name, TRAILER_PREFIX).is_some()
+}
+
 /// The NATS name of an HTTP header. The names nearly every exchange carries are constants:
 /// parsing one copies it into a new allocation, on every message.
 fn nats_name(name: &HeaderName) -> Option<async_nats::HeaderName> {
@@ -154,7 +164,7 @@ fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool
         // insert (one hash), only the following ones need append's lookup.
         let repeated = previous == Some(name);
         previous = Some(name);
-        if is_hop_by_hop(name) {
+        if is_hop_by_hop(name) || is_reserved(name) {
             continue;
         }
         let Ok(text) = value.to_str() else {
@@ -259,6 +269,8 @@ pub(crate) enum DecodeError {
     Missing(&'static str),
     #[error("invalid {0} header")]
     Invalid(&'static str),
+    #[error("a NATS status {0} in place of an answer")]
+    NatsStatus(u16),
 }
 
 pub(crate) fn decode_request_head(
@@ -314,11 +326,16 @@ pub(crate) fn encode_response_head(
 }
 
 /// Status, headers and trailers of a response message; without `Mesh-Status` (or without
-/// any header) it is a 200.
+/// any header) it is a 200. A message carrying a NATS status of its own (the server speaking,
+/// not the service) is no answer.
 pub(crate) fn decode_response_head(
+    nats_status: Option<async_nats::StatusCode>,
     nats: Option<&async_nats::HeaderMap>,
 ) -> Result<(StatusCode, HeaderMap, HeaderMap), DecodeError> {
     const NAME: &str = STATUS_NAME;
+    if let Some(status) = nats_status.filter(|s| *s != async_nats::StatusCode::OK) {
+        return Err(DecodeError::NatsStatus(status.as_u16()));
+    }
     let Some(nats) = nats else {
         return Ok((StatusCode::OK, HeaderMap::new(), HeaderMap::new()));
     };
@@ -360,7 +377,38 @@ mod tests {
         assert_eq!(multi, ["a", "b"]);
         assert!(!head.headers.contains_key("connection"));
         assert!(!head.headers.contains_key("mesh-request"));
-        assert!(!head.headers.contains_key("mesh-timeout-ms"));
+    }
+
+    #[test]
+    fn http_headers_cannot_pose_as_the_mesh_s_own() {
+        // A client sends its own request line (method, path, a generous budget)...
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "mesh-request",
+            HeaderValue::from_static("DELETE /admin 999999ms"),
+        );
+        headers.insert("mesh-trailer-grpc-status", HeaderValue::from_static("0"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        let nats = encode_request_head(
+            &Method::GET,
+            "/products/1",
+            &headers,
+            Some(Duration::from_millis(100)),
+        );
+        assert_eq!(nats.len(), 2, "the mesh's request line and x-kept only");
+        let head = decode_request_head(Some(&nats)).expect("decodes");
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "/products/1");
+        assert_eq!(head.budget, Some(Duration::from_millis(100)));
+        assert_eq!(head.headers["x-kept"], "yes");
+
+        // ...and a handler sets mesh-status on a 200.
+        let mut headers = HeaderMap::new();
+        headers.insert("mesh-status", HeaderValue::from_static("500"));
+        let nats = encode_response_head(StatusCode::OK, &headers, None);
+        let (status, headers, trailers) = decode_response_head(None, Some(&nats)).expect("decodes");
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers.is_empty() && trailers.is_empty());
     }
 
     #[test]
@@ -378,7 +426,8 @@ mod tests {
         let mut reply = async_nats::HeaderMap::new();
         reply.insert("mesh-status", "404");
         reply.insert("MESH-TRAILER-Grpc-Status", "5");
-        let (status, headers, trailers) = decode_response_head(Some(&reply)).expect("decodes");
+        let (status, headers, trailers) =
+            decode_response_head(None, Some(&reply)).expect("decodes");
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(headers.is_empty());
         assert_eq!(trailers["grpc-status"], "5");
@@ -392,7 +441,7 @@ mod tests {
         trailers.insert("grpc-status", HeaderValue::from_static("5"));
         trailers.insert("grpc-message", HeaderValue::from_static("not found"));
         let nats = encode_response_head(StatusCode::OK, &headers, Some(&trailers));
-        let (status, headers, trailers) = decode_response_head(Some(&nats)).expect("decodes");
+        let (status, headers, trailers) = decode_response_head(None, Some(&nats)).expect("decodes");
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["content-type"], "application/grpc");
         assert!(!headers.contains_key("grpc-status"));
@@ -466,20 +515,26 @@ mod tests {
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         let ok = encode_response_head(StatusCode::OK, &headers, None);
         assert!(ok.get(STATUS).is_none());
-        let (status, headers, _) = decode_response_head(Some(&ok)).expect("decodes");
+        let (status, headers, _) = decode_response_head(None, Some(&ok)).expect("decodes");
         assert_eq!(status, StatusCode::OK);
         assert_eq!(headers["content-type"], "text/plain");
-        // A reply with no header at all (a plain NATS responder) reads as a 200 too.
-        let (status, headers, trailers) = decode_response_head(None).expect("decodes");
+        // A reply with no header at all (a plain NATS responder) reads as a 200 too...
+        let (status, headers, trailers) = decode_response_head(None, None).expect("decodes");
         assert_eq!(status, StatusCode::OK);
         assert!(headers.is_empty() && trailers.is_empty());
+        // ...but not a NATS status message, which the server sent, not the service.
+        let timeout = async_nats::StatusCode::from_u16(408).expect("status");
+        assert!(matches!(
+            decode_response_head(Some(timeout), None),
+            Err(DecodeError::NatsStatus(408))
+        ));
 
         let created = encode_response_head(StatusCode::CREATED, &HeaderMap::new(), None);
         assert_eq!(created.get(STATUS).map(|v| v.as_str()), Some("201"));
         let mut bad = async_nats::HeaderMap::new();
         bad.insert(STATUS, "two hundred");
         assert!(matches!(
-            decode_response_head(Some(&bad)),
+            decode_response_head(None, Some(&bad)),
             Err(DecodeError::Invalid("Mesh-Status"))
         ));
     }
