@@ -1,6 +1,12 @@
-//! Server-side deadlines: the budget a request arrives with (the mesh's `Deadline`
-//! extension, or the `mesh-timeout-ms` header over HTTP) capped by a default, enforced with
-//! a 504, and made current for the handler so nested mesh calls get the remaining budget.
+//! Server-side deadlines: the budget a request arrives with (the deadline `mesh::rpc::serve`
+//! makes current, a `Deadline` extension, or the `mesh-timeout-ms` header over HTTP) capped
+//! by a default, enforced with a 504, and made current for the handler so nested mesh calls
+//! get the remaining budget.
+//!
+//! Over the mesh, `serve` times the request too, as a backstop for services without this
+//! layer. Both timers are set on the same instant and `serve` polls the service first, so
+//! this layer's 504 is the one that comes back, through the layers above it (metrics,
+//! tracing), which a request dropped by `serve` would never reach.
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -70,21 +76,18 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let cap = Deadline::after(self.default_budget);
-        let mut inner = crate::take_ready(&mut self.inner);
-        // A deadline already current comes from the transport: `mesh::rpc::serve` runs the
-        // service under the caller's deadline and enforces it. Unless the default is
-        // tighter, a second timer here would only race the first one.
-        if Deadline::current().is_some_and(|enforced| enforced.0 <= cap.0) {
-            return Box::pin(inner.call(request));
-        }
-        let deadline = Deadline::earliest(incoming_deadline(&request), Some(cap)).unwrap_or(cap);
+        // The transport's deadline is an incoming one like the others.
+        let incoming = Deadline::earliest(incoming_deadline(&request), Deadline::current());
+        let deadline = Deadline::earliest(incoming, Some(cap)).unwrap_or(cap);
         request.extensions_mut().insert(deadline);
+        let mut inner = crate::take_ready(&mut self.inner);
         Box::pin(async move {
-            let remaining = deadline.remaining();
-            if remaining.is_zero() {
+            if deadline.remaining().is_zero() {
                 return Ok(deadline_exceeded());
             }
-            match tokio::time::timeout(remaining, deadline.scope(inner.call(request))).await {
+            // On the deadline's own instant, not now + remaining: the same instant as the
+            // transport's timer (see the module docs).
+            match tokio::time::timeout_at(deadline.0, deadline.scope(inner.call(request))).await {
                 Ok(result) => result,
                 Err(_) => Ok(deadline_exceeded()),
             }
@@ -153,17 +156,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deadline_the_transport_enforces_is_not_timed_twice() {
-        // `mesh::rpc::serve` runs the service with the deadline current and times it
-        // itself: the layer leaves the request to it (here nothing enforces it, so the slow
-        // call finishes).
+    async fn the_transport_s_current_deadline_is_enforced_here() {
         let service =
-            DeadlineLayer::new(Duration::from_secs(10)).layer(slow(Duration::from_millis(100)));
+            DeadlineLayer::new(Duration::from_secs(10)).layer(slow(Duration::from_secs(5)));
+        let started = std::time::Instant::now();
         let response = Deadline::after(Duration::from_millis(20))
             .scope(service.oneshot(Request::new(())))
             .await
             .expect("answer");
-        assert_eq!(response.status(), 200);
+        assert_eq!(response.status(), 504);
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

@@ -181,3 +181,51 @@ async fn a_deadline_is_honoured_end_to_end() {
         "the upstream kept working past the deadline"
     );
 }
+
+#[tokio::test]
+async fn a_deadline_passing_in_a_hosted_service_is_answered_through_its_layers() {
+    // Over the mesh, `serve` times the request and so does the service's DeadlineLayer, on
+    // the same instant. The layer's 504 must be the one the service sends: a request `serve`
+    // dropped would never reach the metrics and trace layers above it. (The caller, whose
+    // own timer started first, has usually answered itself by then.)
+    let client = nats().await;
+    let name = testkit::unique_name("hosted_deadline");
+    let metrics = kit::Metrics::new(&name);
+    let router = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            "late"
+        }),
+    );
+    let router = middleware::host::Host::standard_layers(router, &metrics);
+    let _server = serve(client.clone(), &name, router, ServeOptions::default())
+        .await
+        .expect("serve");
+
+    let channel = Channel::nats(client, &name).with_timeout(Duration::from_millis(100));
+    for _ in 0..5 {
+        let response = channel
+            .clone()
+            .oneshot(get_request("/slow"))
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 504);
+    }
+    let counted_504s = || {
+        metrics
+            .render()
+            .lines()
+            .find(|line| {
+                line.starts_with("http_server_requests_total{")
+                    && line.contains(r#"route="/slow",status="504""#)
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while counted_504s() < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted_504s(), 5, "{}", metrics.render());
+}
