@@ -26,12 +26,26 @@ use crate::store::{self, Notification, PENDING, Store};
 /// their event's redelivery).
 const SWEEP_LIMIT: i64 = 1_000;
 
-/// Deliveries under way at once, from every source (the consumer, replays, the start-up
-/// sweep). A delivery holds two pooled connections at its peak: its lock's transaction and
-/// the one its statements run on. Unbounded, ten deliveries would hold the pool's ten lock
-/// connections and each wait for a second one until the pool timed them all out. Four
-/// leave two connections for the API and the outbox relay.
-const CONCURRENT_DELIVERIES: usize = 4;
+/// Deliveries under way at once. A delivery holds two pooled connections at its peak, for
+/// as long as it runs (backoff included): its lock's transaction and the one its statements
+/// run on. Unbounded, ten deliveries would hold the pool's ten lock connections and each
+/// wait for a second one until the pool timed them all out. Two connections stay for the
+/// API and the outbox relay.
+fn concurrent_deliveries() -> usize {
+    let pool = kit::db::PoolSettings::default().max_connections as usize;
+    (pool.saturating_sub(2) / 2).max(2)
+}
+
+/// Where a delivery comes from, each with its own share of the slots: the consumer, which
+/// handles one event at a time, never queues behind a start-up sweep of a thousand
+/// pending notifications or a burst of replays.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lane {
+    /// The event consumer (JetStream or Kafka): one slot.
+    Live,
+    /// Replays and the start-up sweep: the other slots.
+    Background,
+}
 
 /// How a delivery ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +77,9 @@ pub(crate) struct Notifier {
     settings: DeliverySettings,
     topics: Topics,
     outcomes: IntCounterVec,
-    /// See [`CONCURRENT_DELIVERIES`].
-    slots: Semaphore,
+    /// See [`concurrent_deliveries`] and [`Lane`].
+    live_slot: Semaphore,
+    background_slots: Semaphore,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -97,7 +112,8 @@ impl Notifier {
             settings,
             topics,
             outcomes: metrics.register(outcomes),
-            slots: Semaphore::new(CONCURRENT_DELIVERIES),
+            live_slot: Semaphore::new(1),
+            background_slots: Semaphore::new(concurrent_deliveries() - 1),
         })
     }
 
@@ -118,7 +134,7 @@ impl Notifier {
             // SENT or DEAD: nothing to do. PENDING: a delivery was interrupted; resume it.
             tracing::debug!(event_id = %event.id, "Notification exists; checking its status.");
         }
-        self.deliver(event.id, stop)
+        self.deliver(event.id, Lane::Live, stop)
             .await
             .map_err(|error| match error {
                 DeliverError::Event(error) => HandleError::Permanent(error.to_string()),
@@ -130,11 +146,16 @@ impl Notifier {
     pub(crate) async fn deliver(
         &self,
         event_id: Uuid,
+        lane: Lane,
         stop: &CancellationToken,
     ) -> Result<Outcome, DeliverError> {
+        let slots = match lane {
+            Lane::Live => &self.live_slot,
+            Lane::Background => &self.background_slots,
+        };
         let _slot = tokio::select! {
             () = stop.cancelled() => return Err(DeliverError::Interrupted),
-            slot = self.slots.acquire() => slot.expect("the semaphore is never closed"),
+            slot = slots.acquire() => slot.expect("the semaphore is never closed"),
         };
         // One delivery at a time per notification, across tasks and instances: a replay
         // racing a redelivery must not send twice.
@@ -279,7 +300,7 @@ fn spawn_delivery(
     let notifier = Arc::clone(notifier);
     let stop = stop.clone();
     deliveries.spawn(async move {
-        match notifier.deliver(event_id, &stop).await {
+        match notifier.deliver(event_id, Lane::Background, &stop).await {
             Ok(outcome) => tracing::debug!(%event_id, ?outcome, "Delivery finished."),
             Err(error) => tracing::warn!(%event_id, %error, "Delivery stopped."),
         }

@@ -467,6 +467,69 @@ async fn many_replays_at_once_are_all_delivered() {
     app.stop().await;
 }
 
+/// Holds the sends of `held` keys while the test holds `gate`'s write lock; fails every
+/// send while `fail` is set.
+#[derive(Debug, Default)]
+struct Gated {
+    fail: AtomicBool,
+    held: Mutex<std::collections::HashSet<String>>,
+    gate: tokio::sync::RwLock<()>,
+}
+
+impl Sender for Gated {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err("provider down".to_owned());
+            }
+            let held = self.held.lock().expect("lock").contains(&n.key);
+            if held {
+                drop(self.gate.read().await);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn new_events_are_not_held_up_behind_replays() {
+    let sender = Arc::new(Gated::default());
+    sender.fail.store(true, Ordering::SeqCst);
+    let app = start(&[("NOTIFY_MAX_ATTEMPTS", "1")], Some(sender.clone())).await;
+    let letters: Vec<Event> = (0..6).map(|_| order_cancelled(Uuid::now_v7())).collect();
+    for event in &letters {
+        app.publish(&app.topics.order_cancelled, event).await;
+    }
+    for event in &letters {
+        app.wait_for(event.id, "DEAD").await;
+    }
+
+    // Every replay's send hangs: they take all the background slots and queue for more.
+    sender.fail.store(false, Ordering::SeqCst);
+    *sender.held.lock().expect("lock") = letters.iter().map(|e| e.key.clone()).collect();
+    let gate = sender.gate.write().await;
+    for event in &letters {
+        let (status, body) = app
+            .post(&format!("/notifications/{}/replay", event.id))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+
+    let fresh = order_cancelled(Uuid::now_v7());
+    app.publish(&app.topics.order_cancelled, &fresh).await;
+    let row = app.wait_for(fresh.id, "SENT").await;
+    assert_eq!(row.attempts, 1);
+    for event in &letters {
+        assert_eq!(app.row(event.id).await.expect("row").status, "PENDING");
+    }
+
+    drop(gate);
+    for event in &letters {
+        app.wait_for(event.id, "SENT").await;
+    }
+    app.stop().await;
+}
+
 /// A webhook receiver: records each POSTed JSON body, answers 500 to the first
 /// `fail_first` of them and 200 afterwards.
 #[derive(Clone, Default)]
