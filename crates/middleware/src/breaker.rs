@@ -359,7 +359,8 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         match Permit::acquire(&self.shared) {
             Err(rejected) => {
-                let response = open_response(&self.shared.upstream, rejected);
+                let grpc = mesh::rpc::is_grpc(request.headers());
+                let response = open_response(&self.shared.upstream, rejected, grpc);
                 Box::pin(async move { Ok(response) })
             }
             Ok(permit) => {
@@ -378,19 +379,29 @@ where
     }
 }
 
-/// The code a breaker rejection carries; retry policies do not retry it.
+/// The code a breaker rejection carries (and its `mesh-error` header); retry policies do not
+/// retry it.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
 
-fn open_response<B: From<Bytes>>(upstream: &str, rejected: Rejected) -> Response<B> {
+/// A 503 in the contract's error shape, or for a gRPC call UNAVAILABLE; either way marked
+/// `mesh-error: circuit_open`, so a caller's retry policy can tell it from an outage worth
+/// another attempt.
+fn open_response<B: From<Bytes>>(upstream: &str, rejected: Rejected, grpc: bool) -> Response<B> {
     let seconds = rejected.retry_after.as_secs_f64().ceil().max(1.0) as u64;
     let message = format!("{upstream} is failing; not calling it for {seconds} s");
-    let mut response =
-        kit::error::error_response(StatusCode::SERVICE_UNAVAILABLE, CIRCUIT_OPEN, &message);
+    let mut response = if grpc {
+        mesh::rpc::grpc_error_response(mesh::rpc::grpc_status::UNAVAILABLE, &message, CIRCUIT_OPEN)
+            .map(B::from)
+    } else {
+        let mut response =
+            kit::error::error_response(StatusCode::SERVICE_UNAVAILABLE, CIRCUIT_OPEN, &message);
+        response.headers_mut().insert(
+            mesh::rpc::MESH_ERROR_HEADER,
+            HeaderValue::from_static(CIRCUIT_OPEN),
+        );
+        response
+    };
     let headers = response.headers_mut();
-    headers.insert(
-        mesh::rpc::MESH_ERROR_HEADER,
-        HeaderValue::from_static(CIRCUIT_OPEN),
-    );
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         headers.insert(http::header::RETRY_AFTER, value);
     }

@@ -89,6 +89,36 @@ async fn an_open_breaker_answers_without_reaching_the_upstream() {
         nothing_reached(&mut handle),
         "the open circuit called the upstream"
     );
+
+    // A gRPC call is refused in gRPC terms: UNAVAILABLE, marked so callers do not retry it.
+    let mut grpc = request(Method::POST);
+    grpc.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let rejected = call(&mut service, grpc).await;
+    assert_eq!(
+        rejected.status(),
+        StatusCode::OK,
+        "trailers-only gRPC answer"
+    );
+    assert_eq!(rejected.headers()["grpc-status"], "14");
+    assert_eq!(
+        rejected.headers()[mesh::rpc::MESH_ERROR_HEADER],
+        "circuit_open"
+    );
+    let status = tonic::Status::from_header_map(rejected.headers()).expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("mocked is failing"), "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get(mesh::rpc::MESH_ERROR_HEADER)
+            .map(|v| v.to_str().ok()),
+        Some(Some("circuit_open")),
+        "the marker reaches a tonic caller as metadata"
+    );
+    assert!(nothing_reached(&mut handle));
 }
 
 #[tokio::test]

@@ -35,7 +35,9 @@ impl From<PlaceError> for ApiError {
                     "product-service did not answer in time",
                 )
             }
-            PlaceError::Stock(error @ StockError::Unavailable(_)) => {
+            PlaceError::Stock(
+                error @ (StockError::Unavailable(_) | StockError::CircuitOpen(_)),
+            ) => {
                 tracing::warn!(%error, "Stock call failed.");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -3,7 +3,7 @@
 use contracts::product::product_service_client::ProductServiceClient;
 use contracts::product::{Item as ItemMessage, ReleaseStockRequest, ReserveStockRequest};
 use mesh::rpc::Channel;
-use middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
+use middleware::breaker::{BreakerConfig, CIRCUIT_OPEN, CircuitBreaker, CircuitBreakerLayer};
 use middleware::retry::{RetryPolicy, RetrySettings};
 use tonic::Code;
 use tower::Layer;
@@ -24,6 +24,10 @@ pub enum StockError {
     Timeout(String),
     #[error("product-service is unavailable: {0}")]
     Unavailable(String),
+    /// Our own circuit breaker refused the call: product-service failed too often lately.
+    /// Not retried: the point of the open circuit is to fail fast.
+    #[error("{0}")]
+    CircuitOpen(String),
     /// product-service answered with an error another attempt would not change (a bug, a
     /// refusal the order flow does not expect, a request too large).
     #[error("product-service failed: {0}")]
@@ -33,6 +37,13 @@ pub enum StockError {
 impl From<tonic::Status> for StockError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_owned();
+        let refused_by_breaker = status
+            .metadata()
+            .get(mesh::rpc::MESH_ERROR_HEADER)
+            .is_some_and(|marker| marker == CIRCUIT_OPEN);
+        if refused_by_breaker {
+            return Self::CircuitOpen(message);
+        }
         match status.code() {
             Code::FailedPrecondition => Self::Insufficient(message),
             Code::NotFound => Self::UnknownProduct(message),
@@ -192,5 +203,21 @@ mod tests {
             );
             assert!(!error.is_transient(), "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_open_circuit_is_not_retried() {
+        // What the breaker answers a gRPC call while open, as tonic reads it.
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-status", http::HeaderValue::from_static("14"));
+        headers.insert("grpc-message", http::HeaderValue::from_static("failing"));
+        headers.insert(
+            mesh::rpc::MESH_ERROR_HEADER,
+            http::HeaderValue::from_static(CIRCUIT_OPEN),
+        );
+        let status = tonic::Status::from_header_map(&headers).expect("a status");
+        let error = StockError::from(status);
+        assert!(matches!(error, StockError::CircuitOpen(_)), "{error:?}");
+        assert!(!error.is_transient());
     }
 }

@@ -370,17 +370,29 @@ pub(crate) fn mesh_error_response(
         return wire::error_response(kind, message);
     }
     let code = match kind {
-        MeshErrorKind::NoResponder | MeshErrorKind::Transport => tonic_code::UNAVAILABLE,
-        MeshErrorKind::Timeout => tonic_code::DEADLINE_EXCEEDED,
-        MeshErrorKind::PayloadTooLarge => tonic_code::RESOURCE_EXHAUSTED,
+        MeshErrorKind::NoResponder | MeshErrorKind::Transport => grpc_status::UNAVAILABLE,
+        MeshErrorKind::Timeout => grpc_status::DEADLINE_EXCEEDED,
+        MeshErrorKind::PayloadTooLarge => grpc_status::RESOURCE_EXHAUSTED,
     };
+    grpc_error_response(code, message, kind.code())
+}
+
+/// A trailers-only gRPC answer (HTTP 200, `grpc-status`, `grpc-message`) marked with
+/// `mesh-error: <mesh_error>`: how the mesh and its layers fail a gRPC call they answer
+/// themselves. tonic keeps the other headers as the status's metadata, so a caller can
+/// tell these from the service's own statuses.
+pub fn grpc_error_response(
+    grpc_status: &'static str,
+    message: &str,
+    mesh_error: &'static str,
+) -> Response<Bytes> {
     let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from_static(code));
+    headers.insert("grpc-status", HeaderValue::from_static(grpc_status));
     // grpc-message is percent-encoded text; keep it to visible ASCII.
     let printable: String = message
         .chars()
@@ -397,13 +409,13 @@ pub(crate) fn mesh_error_response(
     }
     headers.insert(
         wire::MESH_ERROR_HEADER,
-        HeaderValue::from_static(kind.code()),
+        HeaderValue::from_static(mesh_error),
     );
     response
 }
 
 /// The gRPC status codes the mesh produces (grpc/doc/statuscodes.md).
-mod tonic_code {
+pub mod grpc_status {
     pub const DEADLINE_EXCEEDED: &str = "4";
     pub const RESOURCE_EXHAUSTED: &str = "8";
     pub const UNAVAILABLE: &str = "14";

@@ -10,9 +10,11 @@ mod server;
 mod wire;
 
 pub use body::MeshBody;
-pub use channel::{Channel, ChannelError, Transport, TransportParseError};
+pub use channel::{
+    Channel, ChannelError, Transport, TransportParseError, grpc_error_response, grpc_status,
+};
 pub use server::{MeshServer, ServeError, ServeOptions, serve};
-pub use wire::{MESH_ERROR_HEADER, MeshErrorKind, TIMEOUT_HEADER, subject_for};
+pub use wire::{MESH_ERROR_HEADER, MeshErrorKind, TIMEOUT_HEADER, is_grpc, subject_for};
 
 /// A request's deadline. It travels as the `Deadline` request extension and, for work done
 /// on behalf of a request, as a task-local ([`Deadline::scope`]): the [`Channel`] sends the

@@ -93,7 +93,7 @@ pub(crate) fn error_response(kind: MeshErrorKind, message: &str) -> http::Respon
 }
 
 /// Whether an exchange is gRPC: its failures are then answered as gRPC statuses.
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
