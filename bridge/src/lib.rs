@@ -43,7 +43,7 @@ use crate::lag::LagProbe;
 use crate::mirror::{Mirror, StreamSpec};
 use crate::status::State;
 
-/// Reconnecting to NATS: quickly at first, then every 2 s.
+/// Reconnecting to NATS: 200 ms after the first failed attempt, doubling to every 2 s.
 const RECONNECT: Exponential = Exponential::new(Duration::from_millis(100), Duration::from_secs(2));
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +210,12 @@ async fn connect(url: &str) -> Result<async_nats::Client, BridgeError> {
         .name(SERVICE_NAME)
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| {
-            RECONNECT.after(u32::try_from(attempts).unwrap_or(u32::MAX).max(1))
+            // async-nats counts from 1; the first wait is the second step (200 ms).
+            RECONNECT.after(
+                u32::try_from(attempts)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(1),
+            )
         })
         .connect(url)
         .await

@@ -21,7 +21,8 @@ impl Exponential {
         let Some(doublings) = failures.checked_sub(1) else {
             return Duration::ZERO;
         };
-        // 2^31 × anything already saturates a `Duration` built from milliseconds.
+        // The doubling stops at 2^31 × `first`: far beyond any cap a caller sets, and the
+        // shift cannot overflow.
         self.first
             .saturating_mul(1_u32 << doublings.min(31))
             .min(self.max)

@@ -594,6 +594,7 @@ mod tests {
                 } else {
                     let (ticket, admitted_in) = out.swap_remove(pick.index(out.len()));
                     let before = machine.state();
+                    let generation_before = machine.generation;
                     let transition = if action == 3 {
                         machine.abandon(ticket);
                         None
@@ -602,6 +603,7 @@ mod tests {
                     };
                     if before == BreakerState::HalfOpen && transition.is_some() {
                         prop_assert_eq!(admitted_in, BreakerState::HalfOpen, "a stale call decided the probe");
+                        prop_assert_eq!(ticket.generation, generation_before, "a probe of an earlier half-open period decided this one");
                     }
                 }
                 if machine.state() == BreakerState::HalfOpen {

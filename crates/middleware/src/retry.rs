@@ -230,6 +230,19 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
+    #[test]
+    fn only_idempotent_requests_are_copied_for_a_retry() {
+        let mut policy = RetryPolicy::new(fast());
+        let copy = |policy: &mut RetryPolicy, method: Method| {
+            Policy::<Request<Bytes>, Response<Bytes>, ()>::clone_request(policy, &request(method))
+        };
+        assert!(copy(&mut policy, Method::POST).is_none());
+        assert!(copy(&mut policy, Method::PATCH).is_none());
+        let get = copy(&mut policy, Method::GET).expect("a GET may be retried");
+        assert_eq!(get.method(), Method::GET);
+        assert_eq!(get.uri(), "/x");
+    }
+
     #[tokio::test]
     async fn requests_that_are_never_retried_still_earn_budget() {
         let settings = RetrySettings {
