@@ -12,7 +12,7 @@ use http::{StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use kit::api::ApiError;
 use mesh::Deadline;
-use mesh::rpc::{MeshBody, TIMEOUT_HEADER};
+use mesh::rpc::{MeshBody, MeshErrorKind, TIMEOUT_HEADER};
 use middleware::trace::inject_trace_headers;
 use tower::ServiceExt;
 
@@ -90,9 +90,10 @@ pub async fn forward(client: UpstreamClient, max_body: usize, request: Request) 
         Ok(response) => into_client_response(response),
         Err(error) => {
             tracing::warn!(%error, "Forwarding failed.");
+            let kind = MeshErrorKind::Transport;
             ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
+                kind.status(),
+                kind.code(),
                 "the request could not be forwarded",
             )
             .into_response()

@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use kit::api::ApiError;
+use mesh::rpc::MeshErrorKind;
 
 use crate::orders::PlaceError;
 use crate::products::StockError;
@@ -25,37 +26,37 @@ impl From<PlaceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", message)
             }
             PlaceError::Stock(StockError::Invalid(message)) => ApiError::invalid(message),
-            // The detail (a transport error, the mesh's own text) is for the log, not the
-            // client.
-            PlaceError::Stock(error @ StockError::Timeout(_)) => {
-                tracing::warn!(%error, "Stock call timed out.");
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "product-service did not answer in time",
-                )
-            }
+            PlaceError::Stock(error @ StockError::Timeout(_)) => upstream(
+                &error,
+                MeshErrorKind::Timeout,
+                "product-service did not answer in time",
+            ),
             PlaceError::Stock(
                 error @ (StockError::Unavailable(_) | StockError::CircuitOpen(_)),
-            ) => {
-                tracing::warn!(%error, "Stock call failed.");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "upstream_unavailable",
-                    "product-service is unavailable",
-                )
-            }
-            PlaceError::Stock(error @ StockError::Failed(_)) => {
-                tracing::error!(%error, "Stock call failed.");
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    "product-service could not reserve the stock",
-                )
-            }
+            ) => upstream(
+                &error,
+                MeshErrorKind::NoResponder,
+                "product-service is unavailable",
+            ),
+            PlaceError::Stock(error @ StockError::Failed(_)) => upstream(
+                &error,
+                MeshErrorKind::Transport,
+                "product-service could not reserve the stock",
+            ),
             PlaceError::Database(error) => database(error),
         }
     }
+}
+
+/// A failed stock call, answered with the status and code the mesh gives the same failure
+/// (DESIGN.md's upstream errors). The detail (a transport error, the mesh's own text) is
+/// for the log, not the client.
+fn upstream(error: &StockError, kind: MeshErrorKind, message: &str) -> ApiError {
+    match kind {
+        MeshErrorKind::Transport => tracing::error!(%error, "Stock call failed."),
+        _ => tracing::warn!(%error, "Stock call failed."),
+    }
+    ApiError::new(kind.status(), kind.code(), message)
 }
 
 impl From<PlaceError> for tonic::Status {
