@@ -48,7 +48,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 use testkit::bench::{
-    PathStats, Plan, count_from_env, join, measure_paths, micros, owning_call, percentile, verdict,
+    PathStats, Plan, count_from_env, join, labelled_calls, measure_paths, micros, percentile,
+    verdict,
 };
 
 use bytes::Bytes;
@@ -226,14 +227,12 @@ async fn main() {
 
     // Part 1: the paths side by side.
     probe(&targets).await;
-    let calls = targets.iter().cloned().map(|target| {
-        let label = target.label;
-        (
-            label,
-            owning_call(target, |target| async move { target.call().await }),
-        )
-    });
-    let paths = measure_paths(calls.collect(), plan).await;
+    let calls = labelled_calls(
+        &targets,
+        |target| target.label,
+        |target| async move { target.call().await },
+    );
+    let paths = measure_paths(calls, plan).await;
 
     // Part 2: warm against cold, directly on product-service.
     eprintln!("creating {cold_count} products to read cold (not timed)");

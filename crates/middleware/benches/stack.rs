@@ -40,7 +40,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
-use testkit::bench::{PathStats, Plan, join, measure_paths, micros, owning_call, verdict};
+use testkit::bench::{PathStats, Plan, join, labelled_calls, measure_paths, micros, verdict};
 
 use axum::extract::Path;
 use axum::routing::get;
@@ -235,14 +235,12 @@ async fn main() {
     drop(client);
 
     probe(&targets).await;
-    let calls = targets.iter().cloned().map(|target| {
-        let label = target.label;
-        (
-            label,
-            owning_call(target, |target| async move { target.call().await }),
-        )
-    });
-    let stats = measure_paths(calls.collect(), plan).await;
+    let calls = labelled_calls(
+        &targets,
+        |target| target.label,
+        |target| async move { target.call().await },
+    );
+    let stats = measure_paths(calls, plan).await;
 
     stop.cancel();
     for server in servers {

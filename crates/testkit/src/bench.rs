@@ -198,6 +198,27 @@ where
     move || call(value.clone())
 }
 
+/// [`measure_paths`]' input for a list of targets: each one's label, and a call that owns a
+/// clone of it.
+pub fn labelled_calls<T, L, F, Fut>(
+    targets: &[T],
+    label: L,
+    call: F,
+) -> Vec<(
+    &'static str,
+    impl Fn() -> Fut + Clone + Send + Sync + use<T, L, F, Fut>,
+)>
+where
+    T: Clone + Send + Sync,
+    L: Fn(&T) -> &'static str,
+    F: Fn(T) -> Fut + Clone + Send + Sync,
+{
+    targets
+        .iter()
+        .map(|target| (label(target), owning_call(target.clone(), call.clone())))
+        .collect()
+}
+
 /// A task's result, its panic carried on to the caller.
 pub fn join<T>(outcome: Result<T, tokio::task::JoinError>) -> T {
     match outcome {
