@@ -2,7 +2,7 @@
 # The whole stack.
 #
 #   scripts/stack.sh up       Docker engine present: infra/compose.yaml. Otherwise natively:
-#                             infrastructure (scripts/infra.sh), databases, saga topics, then
+#                             infrastructure (scripts/infra.sh), saga topics, then
 #                             every service binary that exists, logs and pids under .run/.
 #   scripts/stack.sh down     stop what `up` started, and only that.
 #   scripts/stack.sh status   what is running where.
