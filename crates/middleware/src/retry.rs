@@ -81,15 +81,12 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            if !transient(&error)
-                || policy.attempt >= policy.settings.max_retries
-                || !policy.budget.withdraw()
-            {
+            if !transient(&error) {
                 return Err(error);
             }
-            let delay = policy.backoff();
-            policy.attempt += 1;
-            tracing::debug!(attempt = policy.attempt, ?delay, "Retrying.");
+            let Some(delay) = policy.next_retry() else {
+                return Err(error);
+            };
             tokio::time::sleep(delay).await;
         }
     }
@@ -97,6 +94,22 @@ impl RetryPolicy {
     /// A `tower::retry::RetryLayer` using this policy.
     pub fn layer(self) -> tower::retry::RetryLayer<Self> {
         tower::retry::RetryLayer::new(self)
+    }
+
+    /// After a transient failure: the wait before another attempt, or `None` when the
+    /// attempts or the budget are spent. Counts the attempt.
+    fn next_retry(&mut self) -> Option<Duration> {
+        if self.attempt >= self.settings.max_retries {
+            return None;
+        }
+        if !self.budget.withdraw() {
+            tracing::debug!("Retry budget exhausted; not retrying.");
+            return None;
+        }
+        let delay = self.backoff();
+        self.attempt += 1;
+        tracing::debug!(attempt = self.attempt, ?delay, "Retrying.");
+        Some(delay)
     }
 
     /// Full jitter: uniform in [0, min(max, base · 2^attempt)].
@@ -124,16 +137,11 @@ where
             // Connection-level errors: the request may not have left.
             Err(_) => true,
         };
-        if !transient || self.attempt >= self.settings.max_retries {
+        if !transient {
             return None;
         }
-        if !self.budget.withdraw() {
-            tracing::debug!(uri = %request.uri(), "Retry budget exhausted; not retrying.");
-            return None;
-        }
-        let delay = self.backoff();
-        self.attempt += 1;
-        tracing::debug!(uri = %request.uri(), attempt = self.attempt, ?delay, "Retrying.");
+        let _span = tracing::debug_span!("retry", uri = %request.uri()).entered();
+        let delay = self.next_retry()?;
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 
