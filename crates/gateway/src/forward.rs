@@ -90,13 +90,9 @@ pub async fn forward(client: UpstreamClient, max_body: usize, request: Request) 
         Ok(response) => into_client_response(response),
         Err(error) => {
             tracing::warn!(%error, "Forwarding failed.");
-            let kind = MeshErrorKind::Transport;
-            ApiError::new(
-                kind.status(),
-                kind.code(),
-                "the request could not be forwarded",
-            )
-            .into_response()
+            MeshErrorKind::Transport
+                .api_error("the request could not be forwarded")
+                .into_response()
         }
     }
 }

@@ -12,6 +12,16 @@ fn mesh_error<B>(response: &Response<B>) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// Whether a gRPC call was refused by the caller's own circuit breaker (the answer is marked
+/// `mesh-error: circuit_open`, which tonic keeps as metadata): like [`is_transient`]'s
+/// rejection for HTTP, never worth another attempt.
+pub fn is_circuit_open(status: &tonic::Status) -> bool {
+    status
+        .metadata()
+        .get(MESH_ERROR_HEADER)
+        .is_some_and(|marker| marker == CIRCUIT_OPEN)
+}
+
 /// The upstream (or the path to it) failed: any 5xx, the mesh's own 502/503/504 included. A
 /// 4xx is the caller's problem, and a breaker's own rejection is not an upstream outcome.
 pub fn is_upstream_failure<B>(response: &Response<B>) -> bool {

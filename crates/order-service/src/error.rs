@@ -56,7 +56,7 @@ fn upstream(error: &StockError, kind: MeshErrorKind, message: &str) -> ApiError 
         MeshErrorKind::Transport => tracing::error!(%error, "Stock call failed."),
         _ => tracing::warn!(%error, "Stock call failed."),
     }
-    ApiError::new(kind.status(), kind.code(), message)
+    kind.api_error(message)
 }
 
 impl From<PlaceError> for tonic::Status {

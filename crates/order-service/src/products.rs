@@ -3,7 +3,7 @@
 use contracts::product::product_service_client::ProductServiceClient;
 use contracts::product::{Item as ItemMessage, ReleaseStockRequest, ReserveStockRequest};
 use mesh::rpc::Channel;
-use middleware::breaker::{BreakerConfig, CIRCUIT_OPEN, CircuitBreaker, CircuitBreakerLayer};
+use middleware::breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use middleware::retry::{RetryPolicy, RetrySettings};
 use tonic::Code;
 use tower::Layer;
@@ -37,11 +37,7 @@ pub enum StockError {
 impl From<tonic::Status> for StockError {
     fn from(status: tonic::Status) -> Self {
         let message = status.message().to_owned();
-        let refused_by_breaker = status
-            .metadata()
-            .get(mesh::rpc::MESH_ERROR_HEADER)
-            .is_some_and(|marker| marker == CIRCUIT_OPEN);
-        if refused_by_breaker {
+        if middleware::classify::is_circuit_open(&status) {
             return Self::CircuitOpen(message);
         }
         match status.code() {
@@ -213,7 +209,7 @@ mod tests {
         headers.insert("grpc-message", http::HeaderValue::from_static("failing"));
         headers.insert(
             mesh::rpc::MESH_ERROR_HEADER,
-            http::HeaderValue::from_static(CIRCUIT_OPEN),
+            http::HeaderValue::from_static(middleware::breaker::CIRCUIT_OPEN),
         );
         let status = tonic::Status::from_header_map(&headers).expect("a status");
         let error = StockError::from(status);

@@ -71,6 +71,12 @@ impl MeshErrorKind {
         }
     }
 
+    /// The API answer for this failure, in the DESIGN.md error shape, for a service that
+    /// meets it calling another one itself.
+    pub fn api_error(self, message: impl Into<String>) -> kit::api::ApiError {
+        kit::api::ApiError::new(self.status(), self.code(), message)
+    }
+
     pub fn from_code(code: &str) -> Option<Self> {
         [
             Self::NoResponder,
