@@ -44,7 +44,7 @@ use crate::mirror::{Mirror, StreamSpec};
 use crate::status::State;
 
 /// Reconnecting to NATS: 200 ms after the first failed attempt, doubling to every 2 s.
-const RECONNECT: Exponential = Exponential::new(Duration::from_millis(100), Duration::from_secs(2));
+const RECONNECT: Exponential = Exponential::new(Duration::from_millis(200), Duration::from_secs(2));
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
@@ -131,19 +131,18 @@ impl Bridge {
         let mut forwarders = Vec::with_capacity(config.reverse.len());
         // One Kafka client for every reverse mapping: a producer keeps its own threads and
         // broker connections, and orders each partition's records whoever hands them over.
-        let producer = (!config.reverse.is_empty())
-            .then(|| reverse::producer(&config.kafka))
-            .transpose()?;
-        for (mapping, stats) in config.reverse.iter().zip(state.reverse()) {
-            let subscriber = nats
-                .subscribe(mapping.subject.clone())
-                .await
-                .map_err(|source| BridgeError::Subscribe {
-                    subject: mapping.subject.clone(),
-                    source,
-                })?;
-            let producer = producer.clone().expect("created when there are mappings");
-            forwarders.push((subscriber, producer, stats.clone()));
+        if !config.reverse.is_empty() {
+            let producer = reverse::producer(&config.kafka)?;
+            for (mapping, stats) in config.reverse.iter().zip(state.reverse()) {
+                let subscriber =
+                    nats.subscribe(mapping.subject.clone())
+                        .await
+                        .map_err(|source| BridgeError::Subscribe {
+                            subject: mapping.subject.clone(),
+                            source,
+                        })?;
+                forwarders.push((subscriber, producer.clone(), stats.clone()));
+            }
         }
         let (service, endpoint) = Box::pin(service::register(
             &nats,
@@ -210,12 +209,7 @@ async fn connect(url: &str) -> Result<async_nats::Client, BridgeError> {
         .name(SERVICE_NAME)
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| {
-            // async-nats counts from 1; the first wait is the second step (200 ms).
-            RECONNECT.after(
-                u32::try_from(attempts)
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(1),
-            )
+            RECONNECT.after(u32::try_from(attempts).unwrap_or(u32::MAX))
         })
         .connect(url)
         .await

@@ -2,7 +2,7 @@
 //! services and tools that read the events), and the checks on configured prefixes and
 //! filters.
 
-pub use contracts::subjects::{event_subject, key_token, token};
+pub use contracts::subjects::event_subject;
 
 /// The last token of a subject: the key of a record forwarded from NATS to Kafka.
 pub fn last_token(subject: &str) -> &str {

@@ -517,10 +517,7 @@ async fn configured_subjects_are_forwarded_to_kafka_with_key_and_headers() {
     client.flush().await.expect("flushed");
 
     let consumer: StreamConsumer = settings()
-        .client_config()
-        .set("group.id", testkit::unique_name("group"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "5")
+        .group_consumer_config(&testkit::unique_name("group"))
         .create()
         .expect("consumer");
     consumer

@@ -77,7 +77,7 @@ async fn wait_until_connected(nats: &async_nats::Client, patience: Duration) {
 }
 
 /// The service's own database: created if missing, migrated (DESIGN.md, "Data").
-pub async fn database(config: &ServiceConfig, migrator: &Migrator) -> Result<PgPool, HostError> {
+async fn database(config: &ServiceConfig, migrator: &Migrator) -> Result<PgPool, HostError> {
     let url = config
         .database_url
         .as_deref()
