@@ -119,9 +119,8 @@ pub(crate) async fn run(mirror: Mirror, stop: CancellationToken) {
         }
         tracing::warn!(reason = %failure.reason, ?delay, "Mirroring blocked; resuming from the committed offsets after a pause.");
         mirror.state.block(failure.reason);
-        tokio::select! {
-            () = stop.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
+        if !kit::shutdown::pause(&stop, delay).await {
+            break;
         }
     }
     tracing::info!("Mirror stopped.");

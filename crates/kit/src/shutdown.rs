@@ -89,9 +89,26 @@ async fn wait_for_signal() -> &'static str {
     "SIGINT"
 }
 
+/// Waits `wait` unless `stop` comes first: `true` when the wait ran out, `false` when the
+/// process is stopping (the caller returns rather than retrying).
+pub async fn pause(stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_ends_early_when_stopping() {
+        let stop = CancellationToken::new();
+        assert!(pause(&stop, Duration::from_millis(10)).await);
+        stop.cancel();
+        assert!(!pause(&stop, Duration::from_secs(3600)).await);
+    }
 
     #[tokio::test]
     async fn drain_waits_for_tracked_tasks_to_finish_their_item() {

@@ -160,7 +160,9 @@ pub async fn run_worker<H, F>(
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(worker = %name, %error, "Cannot pull from JetStream; retrying.");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !kit::shutdown::pause(&stop, Duration::from_millis(500)).await {
+                    return;
+                }
                 continue;
             }
         };

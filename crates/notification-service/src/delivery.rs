@@ -191,9 +191,8 @@ impl Notifier {
             }
             if failures > 0 {
                 let wait = self.settings.backoff(failures);
-                tokio::select! {
-                    () = stop.cancelled() => return Err(DeliverError::Interrupted),
-                    () = tokio::time::sleep(wait) => {}
+                if !kit::shutdown::pause(stop, wait).await {
+                    return Err(DeliverError::Interrupted);
                 }
             }
             n.attempts += 1;

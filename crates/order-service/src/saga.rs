@@ -39,9 +39,8 @@ pub async fn sweep_expired(
     stop: CancellationToken,
 ) {
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+        if !kit::shutdown::pause(&stop, interval).await {
+            return;
         }
         if let Err(error) = orders.cancel_expired(timeout).await {
             tracing::warn!(%error, "Timeout sweep failed; retrying next round.");

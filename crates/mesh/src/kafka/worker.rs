@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use kit::shutdown::pause;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConsumeError, EVENT_RETRY, EventConsumer, Received};
@@ -67,7 +68,9 @@ pub async fn run_worker<H, F>(
             }
             Err(error) => {
                 tracing::warn!(worker = %name, %error, "Kafka error; retrying.");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                if !pause(&stop, Duration::from_millis(500)).await {
+                    return;
+                }
                 continue;
             }
         };
@@ -82,9 +85,8 @@ pub async fn run_worker<H, F>(
                 Err(HandleError::Transient(reason)) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(worker = %name, event_id = %received.event.id, %reason, ?delay, "Event will be retried.");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
+                    if !pause(&stop, delay).await {
+                        return;
                     }
                 }
             }
