@@ -26,24 +26,25 @@ use crate::store::{self, Notification, PENDING, Store};
 /// their event's redelivery).
 const SWEEP_LIMIT: i64 = 1_000;
 
-/// Deliveries under way at once. A delivery holds two pooled connections at its peak, for
-/// as long as it runs (backoff included): its lock's transaction and the one its statements
-/// run on. Unbounded, ten deliveries would hold the pool's ten lock connections and each
-/// wait for a second one until the pool timed them all out. Two connections stay for the
-/// API and the outbox relay.
-fn concurrent_deliveries() -> usize {
-    let pool = kit::db::PoolSettings::default().max_connections as usize;
-    (pool.saturating_sub(2) / 2).max(2)
+/// Background deliveries under way at once, for a pool of `pool_size` connections. A
+/// delivery holds two pooled connections at its peak, for as long as it runs (backoff
+/// included): its lock's transaction and the one its statements run on. Unbounded, ten
+/// deliveries would hold a pool of ten's lock connections and each wait for a second one
+/// until the pool timed them all out. Two connections stay for the API and the outbox
+/// relay, two for the live consumer's delivery.
+fn background_deliveries(pool_size: u32) -> usize {
+    let deliveries = pool_size.saturating_sub(2) / 2;
+    usize::try_from(deliveries.saturating_sub(1).max(1)).unwrap_or(1)
 }
 
-/// Where a delivery comes from, each with its own share of the slots: the consumer, which
-/// handles one event at a time, never queues behind a start-up sweep of a thousand
-/// pending notifications or a burst of replays.
+/// Where a delivery comes from. The consumer, which handles one event at a time (so is
+/// its own bound), never queues behind a start-up sweep of a thousand pending
+/// notifications or a burst of replays; those share the background slots.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Lane {
-    /// The event consumer (JetStream or Kafka): one slot.
+    /// The event consumer (JetStream or Kafka).
     Live,
-    /// Replays and the start-up sweep: the other slots.
+    /// Replays and the start-up sweep.
     Background,
 }
 
@@ -77,8 +78,7 @@ pub(crate) struct Notifier {
     settings: DeliverySettings,
     topics: Topics,
     outcomes: IntCounterVec,
-    /// See [`concurrent_deliveries`] and [`Lane`].
-    live_slot: Semaphore,
+    /// See [`background_deliveries`] and [`Lane`].
     background_slots: Semaphore,
 }
 
@@ -106,14 +106,16 @@ impl Notifier {
             ),
             &["status"],
         )?;
+        let background_slots = Semaphore::new(background_deliveries(
+            store.pool().options().get_max_connections(),
+        ));
         Ok(Self {
             store,
             sender,
             settings,
             topics,
             outcomes: metrics.register(outcomes),
-            live_slot: Semaphore::new(1),
-            background_slots: Semaphore::new(concurrent_deliveries() - 1),
+            background_slots,
         })
     }
 
@@ -149,13 +151,14 @@ impl Notifier {
         lane: Lane,
         stop: &CancellationToken,
     ) -> Result<Outcome, DeliverError> {
-        let slots = match lane {
-            Lane::Live => &self.live_slot,
-            Lane::Background => &self.background_slots,
-        };
-        let _slot = tokio::select! {
-            () = stop.cancelled() => return Err(DeliverError::Interrupted),
-            slot = slots.acquire() => slot.expect("the semaphore is never closed"),
+        let _slot = match lane {
+            Lane::Live => None,
+            Lane::Background => Some(tokio::select! {
+                () = stop.cancelled() => return Err(DeliverError::Interrupted),
+                slot = self.background_slots.acquire() => {
+                    slot.expect("the semaphore is never closed")
+                }
+            }),
         };
         // One delivery at a time per notification, across tasks and instances: a replay
         // racing a redelivery must not send twice.
