@@ -56,7 +56,7 @@ pub struct BridgeConfig {
 pub const DEFAULT_SUBJECT_PREFIX: &str = contracts::subjects::EVENTS_SUBJECT_PREFIX;
 pub const DEFAULT_GROUP: &str = "bridge";
 pub const DEFAULT_STATUS_SUBJECT: &str = "bridge.status";
-pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = contracts::subjects::EVENTS_DUPLICATE_WINDOW;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 impl BridgeConfig {
@@ -132,7 +132,7 @@ impl BridgeConfig {
 
     /// The stream's subjects: everything under the prefix.
     pub fn stream_subjects(&self) -> Vec<String> {
-        vec![format!("{}.>", self.subject_prefix)]
+        contracts::subjects::stream_subjects(&self.subject_prefix)
     }
 }
 

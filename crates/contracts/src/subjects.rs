@@ -9,6 +9,15 @@
 /// The default first token of every event subject (`events.>`).
 pub const EVENTS_SUBJECT_PREFIX: &str = "events";
 
+/// How long the events stream remembers message ids to drop a replayed mirror (JetStream's
+/// duplicate window), whoever creates the stream first: the bridge or notification-service.
+pub const EVENTS_DUPLICATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The events stream's subjects: everything under `prefix`.
+pub fn stream_subjects(prefix: &str) -> Vec<String> {
+    vec![format!("{prefix}.>")]
+}
+
 /// The header a mirrored record carries its Kafka topic in.
 pub const KAFKA_TOPIC_HEADER: &str = "Kafka-Topic";
 

@@ -241,8 +241,8 @@ impl App {
                 events
                     .ensure_stream(
                         stream,
-                        vec![format!("{subject_prefix}.>")],
-                        Duration::from_secs(120),
+                        contracts::subjects::stream_subjects(subject_prefix),
+                        contracts::subjects::EVENTS_DUPLICATE_WINDOW,
                     )
                     .await?;
                 let filters: Vec<String> = consumed
