@@ -58,7 +58,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use middleware::auth::{JwtKeys, JwtSettings};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -152,17 +152,14 @@ async fn main() {
     let product_env = Env::from_pairs(
         testkit::ServiceEnv::new(&product_name)
             .database(&database_url)
-            .into_pairs(),
+            .set("JWT_SECRET", SECRET)
+            .set("REDIS_URL", testkit::redis_url())
+            // Longer than the run: the warm product never expires in the middle of it.
+            .set("CACHE_TTL", "3600s")
+            .set("GRPC_ADDR", "127.0.0.1:0"),
     );
-    let product_config = product_service::Config {
-        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS)
-            .expect("product-service config"),
-        jwt: JwtSettings::hs256(SECRET),
-        redis_url: testkit::redis_url(),
-        // Longer than the run: the warm product never expires in the middle of it.
-        cache_ttl: Duration::from_secs(3600),
-        grpc_addr: "127.0.0.1:0".parse().expect("gRPC address"),
-    };
+    let product_config =
+        product_service::Config::from_env(&product_env).expect("product-service config");
     let products = product_service::App::build(product_config)
         .await
         .unwrap_or_else(|error| {
@@ -313,8 +310,7 @@ async fn start_gateway(product_name: &str, overrides: &[(&str, String)]) -> (u16
                 .iter()
                 .map(|(name, value)| (*name, value.as_str())),
         );
-    let config =
-        gateway::Config::from_env(&Env::from_pairs(vars.into_pairs())).expect("gateway config");
+    let config = gateway::Config::from_env(&Env::from_pairs(vars)).expect("gateway config");
     let app = gateway::App::build(config)
         .await
         .unwrap_or_else(|error| panic!("the gateway does not start: {error}"));

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use mesh::{MeshServer, ServeOptions};
 use middleware::auth::{JwtKeys, JwtSettings};
 use reqwest::Method;
@@ -55,8 +55,7 @@ async fn start_gateway(names: &Names, overrides: &[(&str, &str)]) -> Gateway {
         .set("PRODUCT_SERVICE_NAME", &names.product)
         .set("ORDER_SERVICE_NAME", &names.order)
         .set_all(overrides.iter().copied());
-    let config =
-        gateway::Config::from_env(&Env::from_pairs(vars.into_pairs())).expect("gateway config");
+    let config = gateway::Config::from_env(&Env::from_pairs(vars)).expect("gateway config");
     let app = gateway::App::build(config).await.expect("gateway starts");
     let port = app.port();
     let stop = app.shutdown().clone();
@@ -117,12 +116,9 @@ async fn start_users() -> Users {
     let env = Env::from_pairs(
         testkit::ServiceEnv::new(&name)
             .database(&database_url)
-            .into_pairs(),
+            .set("JWT_SECRET", SECRET),
     );
-    let config = user_service::Config {
-        service: ServiceConfig::from_env(&env, user_service::DEFAULTS).expect("config"),
-        jwt: JwtSettings::hs256(SECRET),
-    };
+    let config = user_service::Config::from_env(&env).expect("config");
     let app = user_service::App::build(config)
         .await
         .expect("user-service starts");

@@ -165,8 +165,7 @@ async fn start(extra: &[(&str, &str)], sender: Option<Arc<dyn Sender>>) -> Runni
         .kafka(&prefix)
         // Kafka directly unless a test asks for JetStream (which needs the bridge's stream).
         .set("NOTIFY_SOURCE", "kafka")
-        .set_all(extra.iter().copied())
-        .into_pairs();
+        .set_all(extra.iter().copied());
     let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
     let topics = config.saga.topics.clone();
     let kafka = config.saga.kafka.clone();

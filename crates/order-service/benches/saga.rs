@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::bench::{count_from_env, join, percentile};
 
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use mesh::kafka::{KafkaSettings, ensure_topics};
 use middleware::auth::{JwtKeys, JwtSettings};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -87,10 +87,6 @@ struct Stats {
     p99: Duration,
 }
 
-fn env(vars: testkit::ServiceEnv) -> Env {
-    Env::from_pairs(vars.into_pairs())
-}
-
 #[tokio::main]
 async fn main() {
     let count = count_from_env("BENCH_ORDERS", DEFAULT_ORDERS);
@@ -105,15 +101,16 @@ async fn main() {
     let databases = [product_db.clone(), order_db.clone(), payment_db.clone()];
     let mut running = Vec::new();
 
-    let product_env = env(testkit::ServiceEnv::new(&product_name).database(&product_db));
-    let products = product_service::App::build(product_service::Config {
-        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS)
-            .expect("product-service config"),
-        jwt: JwtSettings::hs256(SECRET),
-        redis_url: testkit::redis_url(),
-        cache_ttl: Duration::from_secs(60),
-        grpc_addr: "127.0.0.1:0".parse().expect("gRPC address"),
-    })
+    let product_env = Env::from_pairs(
+        testkit::ServiceEnv::new(&product_name)
+            .database(&product_db)
+            .set("JWT_SECRET", SECRET)
+            .set("REDIS_URL", testkit::redis_url())
+            .set("GRPC_ADDR", "127.0.0.1:0"),
+    );
+    let products = product_service::App::build(
+        product_service::Config::from_env(&product_env).expect("product-service config"),
+    )
     .await
     .unwrap_or_else(|error| panic!("product-service does not start (try `just infra`): {error:#}"));
     let products_base = format!("http://127.0.0.1:{}", products.port());
@@ -123,7 +120,7 @@ async fn main() {
         task: tokio::spawn(products.run_until_stopped()),
     });
 
-    let order_env = env(
+    let order_env = Env::from_pairs(
         testkit::ServiceEnv::new(&testkit::unique_name("order-service"))
             .database(&order_db)
             .kafka(&prefix)
@@ -144,7 +141,7 @@ async fn main() {
         task: tokio::spawn(orders.run_until_stopped()),
     });
 
-    let payment_env = env(
+    let payment_env = Env::from_pairs(
         testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
             .database(&payment_db)
             .kafka(&prefix),

@@ -87,8 +87,7 @@ async fn start(extra: &[(&str, &str)]) -> Running {
     let pairs = testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
         .database(&database_url)
         .kafka(&prefix)
-        .set_all(extra.iter().copied())
-        .into_pairs();
+        .set_all(extra.iter().copied());
     let config = Config::from_env(&Env::from_pairs(pairs)).expect("config");
     let topics = config.saga.topics.clone();
     let kafka = config.saga.kafka.clone();

@@ -7,10 +7,10 @@ use contracts::product::product_service_client::ProductServiceClient;
 use contracts::product::{
     CheckAvailabilityRequest, GetProductRequest, Item, ReleaseStockRequest, ReserveStockRequest,
 };
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use mesh::rpc::Channel;
 use middleware::auth::{JwtKeys, JwtSettings};
-use product_service::{App, Config, DEFAULTS};
+use product_service::{App, Config};
 use serde_json::{Value, json};
 use testkit::TcpProxy;
 
@@ -32,15 +32,11 @@ async fn start_with_redis(redis_url: String) -> Running {
     let env = Env::from_pairs(
         testkit::ServiceEnv::new(&mesh_name)
             .database(&database_url)
-            .into_pairs(),
+            .set("JWT_SECRET", SECRET)
+            .set("REDIS_URL", redis_url)
+            .set("GRPC_ADDR", "127.0.0.1:0"),
     );
-    let config = Config {
-        service: ServiceConfig::from_env(&env, DEFAULTS).expect("config"),
-        jwt: JwtSettings::hs256(SECRET),
-        redis_url,
-        cache_ttl: Duration::from_secs(60),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-    };
+    let config = Config::from_env(&env).expect("config");
     let app = App::build(config).await.expect("app starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let grpc_port = app.grpc_port();

@@ -41,9 +41,16 @@ impl ServiceEnv {
             .into_iter()
             .fold(self, |env, (name, value)| env.set(name, value))
     }
+}
 
-    pub fn into_pairs(self) -> Vec<(String, String)> {
-        self.vars
+/// So `kit::Env::from_pairs(service_env)` reads it directly (testkit cannot name kit's
+/// `Env`: kit's own tests use testkit).
+impl IntoIterator for ServiceEnv {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.vars.into_iter()
     }
 }
 
@@ -57,7 +64,8 @@ mod tests {
             .database("postgres://db")
             .kafka("t_1_")
             .set_all([("SHUTDOWN_GRACE", "5s")])
-            .into_pairs();
+            .into_iter()
+            .collect::<Vec<_>>();
         let last = |name: &str| {
             pairs
                 .iter()

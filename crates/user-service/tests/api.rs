@@ -2,12 +2,12 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use mesh::rpc::Channel;
 use middleware::auth::JwtSettings;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use user_service::{App, Config, DEFAULTS};
+use user_service::{App, Config};
 
 const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
 
@@ -52,12 +52,9 @@ async fn start() -> Running {
     let env = Env::from_pairs(
         testkit::ServiceEnv::new(&mesh_name)
             .database(&database_url)
-            .into_pairs(),
+            .set("JWT_SECRET", SECRET),
     );
-    let config = Config {
-        service: ServiceConfig::from_env(&env, DEFAULTS).expect("config"),
-        jwt: JwtSettings::hs256(SECRET),
-    };
+    let config = Config::from_env(&env).expect("config");
     let app = App::build(config).await.expect("app starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let app_stop = app.shutdown().clone();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use contracts::topics::Topics;
-use kit::{Env, ServiceConfig};
+use kit::Env;
 use mesh::kafka::{EventConsumer, KafkaSettings, SagaSettings};
 use middleware::auth::{JwtKeys, JwtSettings};
 use serde_json::{Value, json};
@@ -31,10 +31,6 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
     Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
-pub fn service_env(vars: testkit::ServiceEnv) -> Env {
-    Env::from_pairs(vars.into_pairs())
-}
-
 pub async fn start(payment_timeout: &str) -> Stack {
     start_with(payment_timeout, false).await
 }
@@ -46,18 +42,20 @@ pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
     let product_db = testkit::fresh_database_url("orders_products");
     let order_db = testkit::fresh_database_url("orders_test");
 
-    let product_env = service_env(testkit::ServiceEnv::new(&product_name).database(&product_db));
-    let products = product_service::App::build(product_service::Config {
-        service: ServiceConfig::from_env(&product_env, product_service::DEFAULTS).expect("config"),
-        jwt: JwtSettings::hs256(SECRET),
-        redis_url: testkit::redis_url(),
-        cache_ttl: Duration::from_secs(60),
-        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
-    })
+    let product_env = Env::from_pairs(
+        testkit::ServiceEnv::new(&product_name)
+            .database(&product_db)
+            .set("JWT_SECRET", SECRET)
+            .set("REDIS_URL", testkit::redis_url())
+            .set("GRPC_ADDR", "127.0.0.1:0"),
+    );
+    let products = product_service::App::build(
+        product_service::Config::from_env(&product_env).expect("config"),
+    )
     .await
     .expect("product-service starts");
 
-    let order_env = service_env(
+    let order_env = Env::from_pairs(
         testkit::ServiceEnv::new(&testkit::unique_name("order-service"))
             .database(&order_db)
             .kafka(&prefix)
@@ -113,7 +111,7 @@ impl Stack {
 
     async fn start_payment_and_notification(&mut self, prefix: &str) {
         let payment_db = testkit::fresh_database_url("orders_payments");
-        let payment_env = service_env(
+        let payment_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
                 .database(&payment_db)
                 .kafka(prefix),
@@ -125,7 +123,7 @@ impl Stack {
         .expect("payment-service starts");
 
         let notification_db = testkit::fresh_database_url("orders_notifications");
-        let notification_env = service_env(
+        let notification_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
                 .database(&notification_db)
                 .kafka(prefix)
