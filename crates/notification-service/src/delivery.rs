@@ -12,6 +12,7 @@ use mesh::event::EventError;
 use mesh::kafka::HandleError;
 use mesh::{Event, outbox};
 use prometheus::{IntCounterVec, Opts};
+use sqlx::{Acquire, PgConnection};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,21 +21,19 @@ use uuid::Uuid;
 use crate::DeliverySettings;
 use crate::render::render;
 use crate::sender::Sender;
-use crate::store::{self, Notification, PENDING, Store};
+use crate::store::{self, DeliveryLock, Notification, PENDING, Store};
 
 /// How many PENDING rows a start resumes at most (the rest wait for the next start or
 /// their event's redelivery).
 const SWEEP_LIMIT: i64 = 1_000;
 
 /// Background deliveries under way at once, for a pool of `pool_size` connections. A
-/// delivery holds two pooled connections at its peak, for as long as it runs (backoff
-/// included): its lock's transaction and the one its statements run on. Unbounded, ten
-/// deliveries would hold a pool of ten's lock connections and each wait for a second one
-/// until the pool timed them all out. Two connections stay for the API and the outbox
-/// relay, two for the live consumer's delivery.
+/// delivery holds one pooled connection (its [`DeliveryLock`]'s) for as long as it runs,
+/// backoff included. Unbounded, a thousand replays would take the whole pool and leave the
+/// API, the outbox relay and the live consumer waiting; so two connections stay for the
+/// API and the relay, one for the live consumer's delivery.
 fn background_deliveries(pool_size: u32) -> usize {
-    let deliveries = pool_size.saturating_sub(2) / 2;
-    usize::try_from(deliveries.saturating_sub(1).max(1)).unwrap_or(1)
+    usize::try_from(pool_size.saturating_sub(3).max(1)).unwrap_or(1)
 }
 
 /// Where a delivery comes from. The consumer, which handles one event at a time (so is
@@ -160,27 +159,22 @@ impl Notifier {
                 }
             }),
         };
-        // One delivery at a time per notification, across tasks and instances: a replay
-        // racing a redelivery must not send twice.
-        let mut lock = self.store.pool().begin().await?;
-        if !store::try_lock(&mut lock, event_id).await? {
+        let Some(mut lock) = DeliveryLock::try_acquire(self.store.pool(), event_id).await? else {
             tracing::debug!(%event_id, "Notification is being delivered elsewhere.");
             return Ok(Outcome::Busy);
-        }
-        let outcome = self.deliver_locked(event_id, stop).await;
-        // Ends the transaction and with it the lock (dropping it would too).
-        if let Err(error) = lock.rollback().await {
-            tracing::debug!(%event_id, %error, "Releasing the delivery lock failed; the connection is dropped.");
-        }
+        };
+        let outcome = self.deliver_locked(&mut lock, event_id, stop).await;
+        lock.release().await;
         outcome
     }
 
     async fn deliver_locked(
         &self,
+        lock: &mut DeliveryLock,
         event_id: Uuid,
         stop: &CancellationToken,
     ) -> Result<Outcome, DeliverError> {
-        let Some(mut n) = self.store.get(event_id).await? else {
+        let Some(mut n) = store::get(lock.conn(), event_id).await? else {
             return Ok(Outcome::Missing);
         };
         if n.status != PENDING {
@@ -190,7 +184,7 @@ impl Notifier {
         let mut failures = 0;
         loop {
             if n.attempts >= max_attempts {
-                return self.park(&n).await;
+                return self.park(lock.conn(), &n).await;
             }
             if failures > 0 {
                 let wait = self.settings.backoff(failures);
@@ -201,7 +195,7 @@ impl Notifier {
             n.attempts += 1;
             match self.sender.send(&n).await {
                 Ok(()) => {
-                    self.store.mark_sent(event_id, n.attempts).await?;
+                    store::mark_sent(lock.conn(), event_id, n.attempts).await?;
                     self.outcomes.with_label_values(&["sent"]).inc();
                     tracing::info!(%event_id, event_type = %n.event_type, key = %n.key, attempts = n.attempts, "Notification delivered.");
                     return Ok(Outcome::Sent);
@@ -209,9 +203,7 @@ impl Notifier {
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(%event_id, attempt = n.attempts, max_attempts, %error, "Notification attempt failed.");
-                    self.store
-                        .record_failure(event_id, n.attempts, &error)
-                        .await?;
+                    store::record_failure(lock.conn(), event_id, n.attempts, &error).await?;
                     n.last_error = Some(error);
                 }
             }
@@ -219,7 +211,11 @@ impl Notifier {
     }
 
     /// DEAD, and the `notification_failed` dead letter, in one transaction.
-    async fn park(&self, n: &Notification) -> Result<Outcome, DeliverError> {
+    async fn park(
+        &self,
+        conn: &mut PgConnection,
+        n: &Notification,
+    ) -> Result<Outcome, DeliverError> {
         let last_error = n
             .last_error
             .clone()
@@ -237,7 +233,7 @@ impl Notifier {
             },
         )?
         .with_traceparent(n.traceparent.clone());
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = conn.begin().await?;
         let parked = store::mark_dead(&mut tx, n.event_id, n.attempts, &last_error).await?;
         if parked {
             outbox::enqueue(&mut tx, &self.topics.notification_failed, &dead_letter).await?;

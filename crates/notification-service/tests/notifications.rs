@@ -80,6 +80,8 @@ struct Running {
     producer: EventProducer,
     pool: PgPool,
     database_url: String,
+    /// Dropped at the end unless it is another instance's.
+    owns_database: bool,
     stop: kit::Shutdown,
 }
 
@@ -152,13 +154,31 @@ impl Running {
     async fn stop(self) {
         self.stop.trigger();
         self.pool.close().await;
-        testkit::drop_database(&self.database_url).await;
+        if self.owns_database {
+            testkit::drop_database(&self.database_url).await;
+        }
+    }
+
+    /// A second instance on this one's database, reading its own topics (`TOPIC_PREFIX`),
+    /// so both can be handed the same event at once.
+    async fn another_instance(&self, sender: Arc<dyn Sender>) -> Running {
+        let mut other = start_on(self.database_url.clone(), &[], Some(sender)).await;
+        other.owns_database = false;
+        other
     }
 }
 
 /// Starts the service with `sender`, or with the one `App::build` picks when `None`.
 async fn start(extra: &[(&str, &str)], sender: Option<Arc<dyn Sender>>) -> Running {
     let database_url = testkit::fresh_database_url("notifications_test");
+    start_on(database_url, extra, sender).await
+}
+
+async fn start_on(
+    database_url: String,
+    extra: &[(&str, &str)],
+    sender: Option<Arc<dyn Sender>>,
+) -> Running {
     let prefix = format!("{}_", testkit::unique_name("t"));
     let pairs = testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
         .database(&database_url)
@@ -189,6 +209,7 @@ async fn start(extra: &[(&str, &str)], sender: Option<Arc<dyn Sender>>) -> Runni
         producer,
         pool,
         database_url,
+        owns_database: true,
         stop,
     }
 }
@@ -527,6 +548,78 @@ async fn new_events_are_not_held_up_behind_replays() {
         app.wait_for(event.id, "SENT").await;
     }
     app.stop().await;
+}
+
+/// Counts the sends of each event; holds those of `held` until `release`.
+#[derive(Debug, Default)]
+struct HeldBack {
+    calls: Mutex<std::collections::HashMap<Uuid, u32>>,
+    held: Mutex<Option<Uuid>>,
+    released: tokio::sync::Notify,
+}
+
+impl HeldBack {
+    fn calls(&self, event_id: Uuid) -> u32 {
+        let calls = self.calls.lock().expect("lock");
+        calls.get(&event_id).copied().unwrap_or(0)
+    }
+
+    fn release(&self) {
+        *self.held.lock().expect("lock") = None;
+        self.released.notify_waiters();
+    }
+}
+
+impl Sender for HeldBack {
+    fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<(), String>> {
+        *self
+            .calls
+            .lock()
+            .expect("lock")
+            .entry(n.event_id)
+            .or_default() += 1;
+        Box::pin(async move {
+            loop {
+                let released = self.released.notified();
+                if *self.held.lock().expect("lock") != Some(n.event_id) {
+                    return Ok(());
+                }
+                released.await;
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_event_two_instances_receive_at_once_is_sent_once() {
+    let sender = Arc::new(HeldBack::default());
+    let first = start(&[], Some(sender.clone())).await;
+    let second = first.another_instance(sender.clone()).await;
+    let event = order_created(Uuid::now_v7());
+    *sender.held.lock().expect("lock") = Some(event.id);
+
+    // The first instance is sending it, and holds its delivery lock meanwhile.
+    first.publish(&first.topics.order_created, &event).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sender.calls(event.id) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The second gets it too (a redelivery, a replay racing it): it must not send it.
+    // The marker shares the event's partition, so once it is sent the event was handled.
+    second.publish(&second.topics.order_created, &event).await;
+    let marker = order_created(Uuid::parse_str(&event.key).expect("order id"));
+    second.publish(&second.topics.order_created, &marker).await;
+    second.wait_for(marker.id, "SENT").await;
+    assert_eq!(sender.calls(event.id), 1, "the second instance kept out");
+    assert_eq!(first.row(event.id).await.expect("row").status, "PENDING");
+
+    sender.release();
+    let row = first.wait_for(event.id, "SENT").await;
+    assert_eq!(row.attempts, 1);
+    assert_eq!(sender.calls(event.id), 1);
+    second.stop().await;
+    first.stop().await;
 }
 
 /// A webhook receiver: records each POSTed JSON body, answers 500 to the first
