@@ -1,10 +1,11 @@
 //! The order saga's latency, `POST /orders` → `CONFIRMED`, next to raw Kafka produce→consume
 //! latency on the same broker, in the same run.
 //!
-//! One process runs product-service, order-service and payment-service (`App::build` of each,
-//! fresh databases, unique `SERVICE_NAME`s, one fresh `TOPIC_PREFIX`, `ORDER_PAYMENT_TIMEOUT`
-//! 60s) against the real Postgres, Redis, NATS and Kafka-API broker. One product with plenty of
-//! stock is created, and one bearer token is issued for one user.
+//! One process runs product-service, order-service and payment-service, started as the
+//! order-service tests start them (`tests/common`: `App::build` of each, fresh databases,
+//! unique `SERVICE_NAME`s, one fresh `TOPIC_PREFIX`, `ORDER_PAYMENT_TIMEOUT` 60s) against the
+//! real Postgres, Redis, NATS and Kafka-API broker. One product with plenty of stock is
+//! created, and one bearer token is issued for one user.
 //!
 //! (a) **Saga**: at a fixed rate (open loop: each order starts on its own schedule, whatever
 //! the earlier ones are doing), `POST /orders` for one unit goes to order-service's own port,
@@ -27,18 +28,19 @@
 //! `cargo bench -p order-service --bench saga` with it up. `BENCH_ORDERS` (default 100) and
 //! `BENCH_RATE` (orders, and raw records, per second; default 10) override the load.
 
-use std::io;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::bench::{count_from_env, join, percentile};
 
-use kit::Env;
+use common::Services;
 use mesh::kafka::{KafkaSettings, ensure_topics};
-use middleware::auth::{JwtKeys, JwtSettings};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use serde_json::Value;
+use testkit::bench::{count_from_env, join, percentile};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -58,19 +60,10 @@ const ASSIGN_DEADLINE: Duration = Duration::from_secs(60);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Kafka hops the brief counts for one saga.
 const SAGA_HOPS: f64 = 3.0;
-/// HS256 needs at least 32 bytes.
-const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
 const PRICE_CENTS: i64 = 100;
 
 const RAW: &str = "raw Kafka produce->consume";
 const SAGA: &str = "POST /orders -> CONFIRMED";
-
-/// One server running on this runtime.
-struct Running {
-    label: &'static str,
-    stop: kit::Shutdown,
-    task: JoinHandle<io::Result<()>>,
-}
 
 /// What an order needs: where order-service listens, who orders what.
 #[derive(Debug, Clone)]
@@ -93,86 +86,14 @@ async fn main() {
     let rate = count_from_env("BENCH_RATE", DEFAULT_RATE);
     let period = Duration::from_secs_f64(1.0 / rate as f64);
 
-    let prefix = format!("{}_", testkit::unique_name("bench"));
-    let product_name = testkit::unique_name("product-service");
-    let product_db = testkit::fresh_database_url("bench_saga_products");
-    let order_db = testkit::fresh_database_url("bench_saga_orders");
-    let payment_db = testkit::fresh_database_url("bench_saga_payments");
-    let databases = [product_db.clone(), order_db.clone(), payment_db.clone()];
-    let mut running = Vec::new();
-
-    let product_env = Env::from_pairs(
-        testkit::ServiceEnv::new(&product_name)
-            .database(&product_db)
-            .set("JWT_SECRET", SECRET)
-            .set("REDIS_URL", testkit::redis_url())
-            .set("GRPC_ADDR", "127.0.0.1:0"),
-    );
-    let products = product_service::App::build(
-        product_service::Config::from_env(&product_env).expect("product-service config"),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("product-service does not start (try `just infra`): {error:#}"));
-    let products_base = format!("http://127.0.0.1:{}", products.port());
-    running.push(Running {
-        label: "product-service",
-        stop: products.shutdown().clone(),
-        task: tokio::spawn(products.run_until_stopped()),
-    });
-
-    let order_env = Env::from_pairs(
-        testkit::ServiceEnv::new(&testkit::unique_name("order-service"))
-            .database(&order_db)
-            .kafka(&prefix)
-            .set("PRODUCT_SERVICE_NAME", product_name)
-            .set("GRPC_ADDR", "127.0.0.1:0")
-            .set("ORDER_PAYMENT_TIMEOUT", "60s")
-            .set("JWT_SECRET", SECRET),
-    );
-    let orders = order_service::App::build(
-        order_service::Config::from_env(&order_env).expect("order-service config"),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("order-service does not start: {error:#}"));
-    let orders_base = format!("http://127.0.0.1:{}", orders.port());
-    running.push(Running {
-        label: "order-service",
-        stop: orders.shutdown().clone(),
-        task: tokio::spawn(orders.run_until_stopped()),
-    });
-
-    let payment_env = Env::from_pairs(
-        testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
-            .database(&payment_db)
-            .kafka(&prefix),
-    );
-    let payments = payment_service::App::build(
-        payment_service::Config::from_env(&payment_env).expect("payment-service config"),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("payment-service does not start: {error:#}"));
-    running.push(Running {
-        label: "payment-service",
-        stop: payments.shutdown().clone(),
-        task: tokio::spawn(payments.run_until_stopped()),
-    });
-
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("HTTP client");
-    let token = JwtKeys::new(&JwtSettings::hs256(SECRET))
-        .expect("HS256 keys")
-        .issue(&Uuid::now_v7().to_string(), "buyer@example.com")
-        .expect("token issued")
-        .token;
+    let stack = common::start_with("60s", Services::WithPayments).await;
     let stock = i64::try_from(WARMUP + count + 1000).expect("stock fits");
-    let product_id = create_product(&http, &products_base, &token, stock).await;
+    let product_id = stack.product(PRICE_CENTS, stock).await;
     let shop = Shop {
-        http,
-        orders: orders_base,
-        token,
-        body: json!({"items": [{"product_id": product_id, "quantity": 1}]}),
+        http: stack.http.clone(),
+        orders: stack.orders.clone(),
+        token: common::token_for(Uuid::now_v7()),
+        body: common::items(&product_id, 1),
     };
 
     // (a) The saga, on a runtime worker rather than the `main` thread.
@@ -181,46 +102,8 @@ async fn main() {
     // (b) Raw Kafka on the same broker.
     let raw = join(tokio::spawn(measure_raw(count, period)).await);
 
-    for server in running {
-        server.stop.trigger();
-        match tokio::time::timeout(Duration::from_secs(5), server.task).await {
-            Ok(outcome) => {
-                if let Err(error) = join(outcome) {
-                    eprintln!("{} stopped with an error: {error}", server.label);
-                }
-            }
-            Err(_) => eprintln!("{} did not stop within 5 s", server.label),
-        }
-    }
-    for database in &databases {
-        testkit::drop_database(database).await;
-    }
-
+    stack.stop().await;
     report(count, rate, raw, saga);
-}
-
-/// Creates the product every order buys; its id.
-async fn create_product(http: &reqwest::Client, base: &str, token: &str, stock: i64) -> String {
-    let (status, product) = testkit::http::send_json(
-        http.post(format!("{base}/products"))
-            .bearer_auth(token)
-            .json(&json!({
-                "name": "Bench espresso cup",
-                "description": "Porcelain, 80 ml, dishwasher safe.",
-                "price_cents": PRICE_CENTS,
-                "stock": stock,
-            })),
-    )
-    .await;
-    assert_eq!(
-        status,
-        reqwest::StatusCode::CREATED.as_u16(),
-        "POST /products answered {status}: {product}"
-    );
-    product["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("a created product without an id: {product}"))
-        .to_owned()
 }
 
 /// Places one order and polls it until `CONFIRMED`; the time from the POST being sent to

@@ -5,14 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{items, start_with};
+use common::{Services, items, start_with};
 use contracts::events::kinds;
 use serde_json::json;
 use uuid::Uuid;
 
 #[tokio::test]
 async fn a_paid_order_is_confirmed_and_keeps_its_stock() {
-    let stack = start_with("60s", true).await;
+    let stack = start_with("60s", Services::WholeSaga).await;
     let user = Uuid::now_v7();
     let product = stack.product(1250, 5).await;
     let (status, order) = stack.order(user, items(&product, 2), None).await;
@@ -41,7 +41,7 @@ async fn a_paid_order_is_confirmed_and_keeps_its_stock() {
 
 #[tokio::test]
 async fn a_declined_card_cancels_the_order_and_returns_the_stock() {
-    let stack = start_with("60s", true).await;
+    let stack = start_with("60s", Services::WholeSaga).await;
     let user = Uuid::now_v7();
     let product = stack.product(800, 4).await;
     let body = json!({"items": [{"product_id": product, "quantity": 3}], "card_token": "tok_decline_insufficient_funds"});
@@ -67,7 +67,7 @@ async fn a_declined_card_cancels_the_order_and_returns_the_stock() {
 
 #[tokio::test]
 async fn an_order_over_the_payment_limit_is_cancelled() {
-    let stack = start_with("60s", true).await;
+    let stack = start_with("60s", Services::WholeSaga).await;
     let user = Uuid::now_v7();
     // 2 x 600,000 cents is over the default limit of 1,000,000.
     let product = stack.product(600_000, 2).await;

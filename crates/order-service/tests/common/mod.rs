@@ -1,6 +1,6 @@
-//! The stack the order-service tests run: real product-service and order-service (and,
-//! for the whole saga, payment-service and notification-service), each test with its own
-//! databases, mesh names and topic prefix.
+//! The stack the order-service tests (and the saga bench) run: real product-service and
+//! order-service, and as asked payment-service and notification-service, each run with its
+//! own databases, mesh names and topic prefix.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -31,12 +31,22 @@ pub fn env(pairs: &[(&str, String)]) -> Env {
     Env::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())))
 }
 
-pub async fn start(payment_timeout: &str) -> Stack {
-    start_with(payment_timeout, false).await
+/// Which services run beside product-service and order-service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    /// None: the tests play the payment side themselves.
+    OrderSide,
+    /// payment-service: orders are confirmed or cancelled for real.
+    WithPayments,
+    /// payment-service and notification-service.
+    WholeSaga,
 }
 
-/// With `whole_saga`, payment-service and notification-service run too.
-pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
+pub async fn start(payment_timeout: &str) -> Stack {
+    start_with(payment_timeout, Services::OrderSide).await
+}
+
+pub async fn start_with(payment_timeout: &str, services: Services) -> Stack {
     let prefix = format!("{}_", testkit::unique_name("t"));
     let product_name = testkit::unique_name("product-service");
     let product_db = testkit::fresh_database_url("orders_products");
@@ -86,8 +96,11 @@ pub async fn start_with(payment_timeout: &str, whole_saga: bool) -> Stack {
     };
     tokio::spawn(products.run_until_stopped());
     stack.order_task = Some(tokio::spawn(orders.run_until_stopped()));
-    if whole_saga {
-        stack.start_payment_and_notification(&prefix).await;
+    if services != Services::OrderSide {
+        stack.start_payments(&prefix).await;
+    }
+    if services == Services::WholeSaga {
+        stack.start_notifications(&prefix).await;
     }
     stack
 }
@@ -109,7 +122,7 @@ impl Stack {
         self.order_task = Some(tokio::spawn(orders.run_until_stopped()));
     }
 
-    async fn start_payment_and_notification(&mut self, prefix: &str) {
+    async fn start_payments(&mut self, prefix: &str) {
         let payment_db = testkit::fresh_database_url("orders_payments");
         let payment_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
@@ -121,7 +134,12 @@ impl Stack {
         )
         .await
         .expect("payment-service starts");
+        self.stops.push(payments.shutdown().clone());
+        self.databases.push(payment_db);
+        tokio::spawn(payments.run_until_stopped());
+    }
 
+    async fn start_notifications(&mut self, prefix: &str) {
         let notification_db = testkit::fresh_database_url("orders_notifications");
         let notification_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
@@ -136,12 +154,9 @@ impl Stack {
         .await
         .expect("notification-service starts");
 
-        self.stops.push(payments.shutdown().clone());
         self.stops.push(notifications.shutdown().clone());
-        self.databases.push(payment_db);
         self.databases.push(notification_db.clone());
         self.notifications_db = Some(notification_db);
-        tokio::spawn(payments.run_until_stopped());
         tokio::spawn(notifications.run_until_stopped());
     }
 
