@@ -29,7 +29,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use testkit::bench::{count_from_env, verdict};
+use testkit::bench::{count_from_env, percentile, verdict};
 use tokio::sync::mpsc;
 
 const RECORD_BYTES: usize = 100;
@@ -362,13 +362,11 @@ fn signed_ms(later: Instant, earlier: Instant) -> f64 {
     }
 }
 
-/// Nearest-rank percentile.
-fn percentile(samples: &[f64], quantile: f64) -> f64 {
-    assert!(!samples.is_empty(), "no samples");
+/// Signed milliseconds (a record can reach NATS before its producer saw the ack), sorted.
+fn sorted(samples: &[f64]) -> Vec<f64> {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let rank = (quantile * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    sorted
 }
 
 fn report(
@@ -380,10 +378,11 @@ fn report(
     nats_url: &str,
 ) {
     let ratio = mirror_rate / raw_rate;
-    let raw_p50 = percentile(&latency.raw, 0.50);
-    let raw_p99 = percentile(&latency.raw, 0.99);
-    let bridged_p50 = percentile(&latency.bridged, 0.50);
-    let bridged_p99 = percentile(&latency.bridged, 0.99);
+    let (raw, bridged) = (sorted(&latency.raw), sorted(&latency.bridged));
+    let raw_p50 = percentile(&raw, 0.50);
+    let raw_p99 = percentile(&raw, 0.99);
+    let bridged_p50 = percentile(&bridged, 0.50);
+    let bridged_p99 = percentile(&bridged, 0.99);
     let (added_p50, added_p99) = (bridged_p50 - raw_p50, bridged_p99 - raw_p99);
     println!();
     println!(

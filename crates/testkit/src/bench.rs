@@ -228,8 +228,8 @@ pub fn join<T>(outcome: Result<T, tokio::task::JoinError>) -> T {
     }
 }
 
-/// Nearest-rank percentile of sorted samples.
-pub fn percentile(sorted: &[Duration], quantile: f64) -> Duration {
+/// Nearest-rank percentile of sorted samples (durations, or signed milliseconds).
+pub fn percentile<T: Copy>(sorted: &[T], quantile: f64) -> T {
     assert!(!sorted.is_empty(), "no samples");
     let rank = (quantile * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
