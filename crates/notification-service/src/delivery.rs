@@ -138,8 +138,11 @@ impl Notifier {
         self.deliver(event.id, Lane::Live, stop)
             .await
             .map_err(|error| match error {
-                DeliverError::Event(error) => HandleError::Permanent(error.to_string()),
-                other => HandleError::Transient(other.to_string()),
+                DeliverError::Event(error) => error.into(),
+                DeliverError::Database(error) => error.into(),
+                DeliverError::Interrupted => {
+                    HandleError::Transient(DeliverError::Interrupted.to_string())
+                }
             })
     }
 

@@ -21,10 +21,30 @@ pub enum HandleError {
     Permanent(String),
 }
 
-/// A database that failed may work on the next attempt.
+/// Whether a database failure can go away by itself. A lost connection, a full pool, a
+/// deadlock or serialization conflict, a server restarting: retried. The event's own data
+/// breaking a rule (a data exception, a constraint violation) or a value that cannot be
+/// encoded fails the same way every time, so retrying it would only hold up the events
+/// behind it: skipped. Anything else (a table missing while a deploy is under way, say) is
+/// retried too: holding the partition until someone fixes it loses nothing.
 impl From<sqlx::Error> for HandleError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Transient(error.to_string())
+        if fails_every_time(&error) {
+            Self::Permanent(error.to_string())
+        } else {
+            Self::Transient(error.to_string())
+        }
+    }
+}
+
+/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
+fn fails_every_time(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Encode(_) => true,
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
+        _ => false,
     }
 }
 
@@ -100,5 +120,73 @@ fn commit_or_warn(name: &str, result: Result<(), rdkafka::error::KafkaError>) {
     if let Err(error) = result {
         // Not fatal: the next commit covers this offset, and a redelivery is absorbed.
         tracing::warn!(worker = %name, %error, "Offset commit failed.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sqlx::postgres::PgPoolOptions;
+    use sqlx::{Connection, PgConnection, PgPool};
+
+    use super::*;
+
+    fn is_permanent(error: sqlx::Error) -> bool {
+        matches!(HandleError::from(error), HandleError::Permanent(_))
+    }
+
+    async fn connect() -> PgConnection {
+        PgConnection::connect(&format!("{}/postgres", testkit::postgres_base()))
+            .await
+            .expect("postgres")
+    }
+
+    /// The error the real server answers `sql` with.
+    async fn failure_of(conn: &mut PgConnection, sql: &str) -> sqlx::Error {
+        sqlx::raw_sql(sql)
+            .execute(conn)
+            .await
+            .expect_err("the statement fails")
+    }
+
+    #[tokio::test]
+    async fn an_event_whose_data_breaks_a_rule_is_skipped() {
+        let mut conn = connect().await;
+        assert!(is_permanent(failure_of(&mut conn, "SELECT 1/0").await));
+        assert!(is_permanent(
+            failure_of(&mut conn, "SELECT 'not a uuid'::uuid").await
+        ));
+        let duplicate = "CREATE TEMP TABLE seen (id INT PRIMARY KEY);
+                         INSERT INTO seen VALUES (1); INSERT INTO seen VALUES (1)";
+        assert!(is_permanent(failure_of(&mut conn, duplicate).await));
+        let null = "CREATE TEMP TABLE named (name TEXT NOT NULL); INSERT INTO named VALUES (NULL)";
+        assert!(is_permanent(failure_of(&mut conn, null).await));
+        let unencodable = sqlx::Error::Encode("not UTF-8".into());
+        assert!(is_permanent(unencodable));
+    }
+
+    #[tokio::test]
+    async fn a_database_that_may_recover_is_retried() {
+        let mut conn = connect().await;
+        let cancelled = "SET statement_timeout = 10; SELECT pg_sleep(1)";
+        assert!(!is_permanent(failure_of(&mut conn, cancelled).await));
+        // A deploy under way: the table may be there on the next attempt.
+        let missing = "SELECT * FROM a_table_no_migration_made";
+        assert!(!is_permanent(failure_of(&mut conn, missing).await));
+
+        let refused = PgConnection::connect("postgres://postgres@127.0.0.1:1/postgres").await;
+        assert!(!is_permanent(refused.expect_err("nothing listens there")));
+
+        let pool: PgPool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_millis(50))
+            .connect(&format!("{}/postgres", testkit::postgres_base()))
+            .await
+            .expect("pool");
+        let _held = pool.acquire().await.expect("the only connection");
+        let exhausted = pool.acquire().await.expect_err("the pool is empty");
+        assert!(matches!(exhausted, sqlx::Error::PoolTimedOut));
+        assert!(!is_permanent(exhausted));
     }
 }
