@@ -291,7 +291,7 @@ mod contract {
             (status = 400, description = "Malformed JSON", body = ErrorBody),
             (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 422, description = "Negative price or stock, empty name", body = ErrorBody),
+            (status = 422, description = "Price or stock negative or over 10^12, empty name", body = ErrorBody),
             (status = 429, description = "Rate limited", body = ErrorBody,
                 headers(("Retry-After" = u64, description = "Seconds to wait"))),
             (status = 503, description = "product-service is down", body = ErrorBody),
@@ -313,7 +313,7 @@ mod contract {
             (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
             (status = 404, description = "No such product", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 422, description = "Negative price or stock, empty name", body = ErrorBody),
+            (status = 422, description = "Price or stock negative or over 10^12, empty name", body = ErrorBody),
             (status = 429, description = "Rate limited", body = ErrorBody,
                 headers(("Retry-After" = u64, description = "Seconds to wait"))),
             (status = 503, description = "product-service is down", body = ErrorBody),
@@ -348,15 +348,15 @@ mod contract {
         request_body = NewOrder,
         params(
             ("Idempotency-Key" = Option<String>, Header,
-                description = "Retrying with the same key returns the same order instead of placing another (at most 200 characters)")
+                description = "Retrying with the same key returns the same order instead of placing another (at most 200 characters). A key whose request failed and was undone answers 409 idempotency_key_spent: send the order again with a new key")
         ),
         responses(
             (status = 201, description = "Placed; the saga confirms or cancels it", body = Order),
             (status = 400, description = "Malformed JSON", body = ErrorBody),
             (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-            (status = 409, description = "Insufficient stock", body = ErrorBody),
+            (status = 409, description = "Insufficient stock, or an Idempotency-Key already spent on a failed request", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
-            (status = 422, description = "Empty items, bad quantity or unknown product", body = ErrorBody),
+            (status = 422, description = "Empty items, bad quantity (1 to 1000 per product) or unknown product", body = ErrorBody),
             (status = 429, description = "Rate limited", body = ErrorBody,
                 headers(("Retry-After" = u64, description = "Seconds to wait"))),
             (status = 503, description = "order-service is down", body = ErrorBody),

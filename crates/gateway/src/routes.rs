@@ -139,7 +139,15 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([AUTHORIZATION, CONTENT_TYPE, request_id.clone()])
+        // Everything the contract lets a client send: `Idempotency-Key` on `POST /orders`,
+        // `traceparent` to join a browser's trace.
+        .allow_headers([
+            AUTHORIZATION,
+            CONTENT_TYPE,
+            request_id.clone(),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("traceparent"),
+        ])
         .expose_headers([request_id, RETRY_AFTER])
         .max_age(Duration::from_secs(600));
     match origins {

@@ -461,7 +461,7 @@ async fn cors_preflights_are_answered_and_answers_carry_the_headers() {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "authorization,content-type",
+                "authorization,content-type,idempotency-key,traceparent",
             )
             .send()
     };
@@ -477,7 +477,13 @@ async fn cors_preflights_are_answered_and_answers_carry_the_headers() {
         assert!(methods.contains(method), "{methods}");
     }
     let allowed = header(headers, "access-control-allow-headers").to_ascii_lowercase();
-    for name in ["authorization", "content-type", "x-request-id"] {
+    for name in [
+        "authorization",
+        "content-type",
+        "x-request-id",
+        "idempotency-key",
+        "traceparent",
+    ] {
         assert!(allowed.contains(name), "{allowed}");
     }
 
