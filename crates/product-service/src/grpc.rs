@@ -125,10 +125,11 @@ impl ProductService for ProductGrpc {
             // The cached stock figure is stale now.
             self.catalogue.cache.invalidate(item.product_id).await;
         }
-        let total_cents = reserved
-            .iter()
-            .map(|i| i.quantity * i.unit_price_cents)
-            .sum();
+        // Saturating: prices are capped so it never has to, and the reservation is
+        // committed already, so this must not panic or fail.
+        let total_cents = reserved.iter().fold(0_i64, |total, i| {
+            total.saturating_add(i.quantity.saturating_mul(i.unit_price_cents))
+        });
         tracing::info!(%reservation_id, items = reserved.len(), "Stock reserved.");
         Ok(Response::new(ReserveStockResponse {
             reservation_id: reservation_id.to_owned(),

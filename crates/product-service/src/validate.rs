@@ -4,6 +4,12 @@ use serde::Deserialize;
 
 use crate::store::ProductFields;
 
+/// Ten billion dollars, in cents: an order's total (at most 50 lines of 1000 units) stays
+/// far inside an `i64`.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000;
+/// A trillion units: releases added back can never overflow the column.
+pub const MAX_STOCK: i64 = 1_000_000_000_000;
+
 /// The body of `POST /products` and `PUT /products/{id}`.
 #[derive(Debug, Deserialize)]
 pub struct ProductInput {
@@ -26,11 +32,13 @@ impl ProductInput {
         if self.description.chars().count() > 5000 {
             return Err("description is longer than 5000 characters".into());
         }
-        if self.price_cents < 0 {
-            return Err("price_cents must not be negative".into());
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(format!(
+                "price_cents must be between 0 and {MAX_PRICE_CENTS}"
+            ));
         }
-        if self.stock < 0 {
-            return Err("stock must not be negative".into());
+        if !(0..=MAX_STOCK).contains(&self.stock) {
+            return Err(format!("stock must be between 0 and {MAX_STOCK}"));
         }
         Ok(ProductFields {
             name: name.to_owned(),
@@ -82,6 +90,10 @@ mod tests {
         assert!(input("", 1, 1).validate().is_err());
         assert!(input("Mug", -1, 1).validate().is_err());
         assert!(input("Mug", 1, -1).validate().is_err());
+        assert!(input("Mug", MAX_PRICE_CENTS, MAX_STOCK).validate().is_ok());
+        assert!(input("Mug", MAX_PRICE_CENTS + 1, 1).validate().is_err());
+        assert!(input("Mug", i64::MAX, 1).validate().is_err());
+        assert!(input("Mug", 1, MAX_STOCK + 1).validate().is_err());
     }
 
     #[test]

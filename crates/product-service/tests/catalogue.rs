@@ -196,6 +196,8 @@ async fn crud_with_validation_and_auth() {
         json!({"name": "", "price_cents": 1, "stock": 1}),
         json!({"name": "x", "price_cents": -1, "stock": 1}),
         json!({"name": "x", "price_cents": 1, "stock": -5}),
+        json!({"name": "x", "price_cents": i64::MAX, "stock": 1}),
+        json!({"name": "x", "price_cents": 1, "stock": i64::MAX}),
         json!({"name": "x", "price_cents": 1.5, "stock": 1}),
         json!({"name": "x"}),
     ] {
