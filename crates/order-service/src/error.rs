@@ -26,6 +26,11 @@ impl From<PlaceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", message)
             }
             PlaceError::Stock(StockError::Invalid(message)) => ApiError::invalid(message),
+            PlaceError::Stock(StockError::Released(_)) => ApiError::conflict(
+                "idempotency_key_spent",
+                "an earlier request with this Idempotency-Key failed and was undone; \
+                 send the order again with a new key",
+            ),
             PlaceError::Stock(error @ StockError::Timeout(_)) => upstream(
                 &error,
                 MeshErrorKind::Timeout,
@@ -44,6 +49,11 @@ impl From<PlaceError> for ApiError {
                 "product-service could not reserve the stock",
             ),
             PlaceError::Database(error) => database(error),
+            PlaceError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "order-service is shutting down; send the order again",
+            ),
         }
     }
 }

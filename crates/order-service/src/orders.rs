@@ -4,18 +4,25 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kit::backoff::Exponential;
 use mesh::inbox;
 use mesh::kafka::HandleError;
+use mesh::rpc::Deadline;
 use uuid::Uuid;
 
 use crate::products::{Products, StockError};
-use crate::store::{Order, Status, Store};
+use crate::store::{Item, Order, Status, Store};
 
 /// Namespace of order ids derived from an `Idempotency-Key` (UUID v5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8f1c_6c2e_6a4b_4f0e_9b1d_5a3e_2c7d_1e90);
 pub const DEFAULT_CARD_TOKEN: &str = "tok_visa";
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
+/// How a reservation no order refers to is given back: retried with backoff for a while,
+/// since a release that never happens leaves the stock held for good.
+const COMPENSATION_RETRY: Exponential =
+    Exponential::new(Duration::from_millis(100), Duration::from_secs(5));
+const COMPENSATION_PATIENCE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
@@ -25,6 +32,9 @@ pub enum PlaceError {
     Stock(#[from] StockError),
     #[error("order database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The service is shutting down under the order being placed.
+    #[error("order-service is shutting down")]
+    ShuttingDown,
 }
 
 /// What the payment decided.
@@ -32,6 +42,15 @@ pub enum PlaceError {
 pub enum PaymentOutcome {
     Paid,
     Declined(String),
+}
+
+/// An order between its validation and its row.
+struct PendingOrder {
+    order_id: Uuid,
+    user_id: Uuid,
+    lines: Vec<(Uuid, i64)>,
+    card_token: String,
+    traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,7 +76,19 @@ pub fn normalise_lines(lines: &[(Uuid, i64)]) -> Result<Vec<(Uuid, i64)>, String
     if merged.len() > MAX_LINES {
         return Err(format!("at most {MAX_LINES} different products per order"));
     }
+    if let Some((product_id, _)) = merged.iter().find(|(_, total)| **total > MAX_QUANTITY) {
+        return Err(format!(
+            "the lines of {product_id} add up to more than {MAX_QUANTITY}"
+        ));
+    }
     Ok(merged.into_iter().collect())
+}
+
+/// The total in cents; `None` if it does not fit in an `i64`.
+pub fn order_total(items: &[Item]) -> Option<i64> {
+    items.iter().try_fold(0_i64, |total, item| {
+        total.checked_add(item.quantity.checked_mul(item.unit_price_cents)?)
+    })
 }
 
 impl Orders {
@@ -93,25 +124,102 @@ impl Orders {
         if let Some(existing) = self.store.get(order_id).await? {
             return Ok(existing);
         }
-        let reservation = order_id.to_string();
-        let reserved = self.products.reserve(&reservation, &lines).await?;
-        match self
+        // The reservation and then the order row (or the reservation's release) run on a
+        // task of their own, so they finish even if this caller gives up half-way (its
+        // deadline passes, its client disconnects): dropped between the two, this future
+        // would leave stock held by no order. The caller's deadline still bounds the
+        // reservation call.
+        let orders = self.clone();
+        let deadline = Deadline::current();
+        let placing = tokio::spawn(async move {
+            let pending = PendingOrder {
+                order_id,
+                user_id,
+                lines,
+                card_token,
+                traceparent,
+            };
+            orders.reserve_and_record(pending, deadline).await
+        });
+        match placing.await {
+            Ok(placed) => placed,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(PlaceError::ShuttingDown),
+        }
+    }
+
+    async fn reserve_and_record(
+        &self,
+        order: PendingOrder,
+        deadline: Option<Deadline>,
+    ) -> Result<Order, PlaceError> {
+        let reservation = order.order_id.to_string();
+        let reserve = self.products.reserve(&reservation, &order.lines);
+        let reserved = match deadline {
+            Some(deadline) => deadline.scope(reserve).await,
+            None => reserve.await,
+        };
+        let items = match reserved {
+            Ok(items) => items,
+            Err(error) => {
+                if error.may_have_reserved() {
+                    // The answer was lost, not necessarily the reservation.
+                    self.compensate(reservation);
+                }
+                return Err(error.into());
+            }
+        };
+        let Some(total_cents) = order_total(&items) else {
+            self.compensate(reservation);
+            return Err(PlaceError::Invalid("the order's total is too large".into()));
+        };
+        let inserted = self
             .store
-            .insert_pending(order_id, user_id, &reserved, &card_token, traceparent)
-            .await
-        {
+            .insert_pending(
+                order.order_id,
+                order.user_id,
+                &items,
+                total_cents,
+                &order.card_token,
+                order.traceparent,
+            )
+            .await;
+        match inserted {
             Ok(order) => {
                 tracing::info!(order_id = %order.id, total_cents = order.total_cents, "Order placed.");
                 Ok(order)
             }
             Err(error) => {
-                // Compensate: nothing refers to the reservation if the order was not written.
-                if let Err(release) = self.products.release(&reservation).await {
-                    tracing::error!(%reservation, %release, "Stock held by an order that was not written; release it by hand.");
-                }
+                // Nothing refers to the reservation if the order was not written.
+                self.compensate(reservation);
                 Err(error.into())
             }
         }
+    }
+
+    /// Gives back a reservation no order refers to, in the background (the caller gets its
+    /// error at once), retrying while product-service cannot be reached. A release of
+    /// something never reserved leaves a tombstone, so a reservation still on its way
+    /// cannot take the stock afterwards.
+    fn compensate(&self, reservation: String) {
+        let products = self.products.clone();
+        tokio::spawn(async move {
+            let mut backoff = COMPENSATION_RETRY.start();
+            let give_up = tokio::time::Instant::now() + COMPENSATION_PATIENCE;
+            loop {
+                let Err(error) = products.release(&reservation).await else {
+                    tracing::info!(%reservation, "Reservation of an order not placed released.");
+                    return;
+                };
+                if tokio::time::Instant::now() >= give_up {
+                    tracing::error!(%reservation, %error, "Stock held by an order that was not written; release it by hand.");
+                    return;
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(%reservation, %error, ?delay, "Releasing the reservation of an order not placed failed; retrying.");
+                tokio::time::sleep(delay).await;
+            }
+        });
     }
 
     /// The order if `user_id` owns it: another user's order does not exist for them.
@@ -217,6 +325,22 @@ mod tests {
             .map(|n| (Uuid::from_u128(n), 1))
             .collect();
         assert!(normalise_lines(&many).is_err());
+        // Each line within the limit, together over it.
+        assert!(normalise_lines(&[(a, MAX_QUANTITY), (a, 1)]).is_err());
+        assert!(normalise_lines(&[(a, MAX_QUANTITY - 1), (a, 1)]).is_ok());
+    }
+
+    #[test]
+    fn totals_that_do_not_fit_are_refused_not_wrapped() {
+        let item = |quantity, unit_price_cents| Item {
+            product_id: Uuid::from_u128(1),
+            quantity,
+            unit_price_cents,
+        };
+        assert_eq!(order_total(&[item(2, 1250), item(1, 100)]), Some(2600));
+        assert_eq!(order_total(&[]), Some(0));
+        assert_eq!(order_total(&[item(4, 1 << 62)]), None);
+        assert_eq!(order_total(&[item(1, i64::MAX), item(1, 1)]), None);
     }
 
     #[test]

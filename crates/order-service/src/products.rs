@@ -20,6 +20,10 @@ pub enum StockError {
     UnknownProduct(String),
     #[error("{0}")]
     Invalid(String),
+    /// The reservation id was released before (an earlier attempt of the same order
+    /// failed and was undone); it cannot reserve again.
+    #[error("{0}")]
+    Released(String),
     #[error("product-service did not answer in time: {0}")]
     Timeout(String),
     #[error("product-service is unavailable: {0}")]
@@ -43,7 +47,8 @@ impl From<tonic::Status> for StockError {
         match status.code() {
             Code::FailedPrecondition => Self::Insufficient(message),
             Code::NotFound => Self::UnknownProduct(message),
-            Code::InvalidArgument | Code::Aborted => Self::Invalid(message),
+            Code::InvalidArgument => Self::Invalid(message),
+            Code::Aborted => Self::Released(message),
             Code::DeadlineExceeded => Self::Timeout(message),
             // The mesh answers UNAVAILABLE for no responder and a lost connection; CANCELLED
             // is a call cut short on the way. Both may go through on another attempt.
@@ -65,6 +70,16 @@ impl From<tonic::Status> for StockError {
 impl StockError {
     fn is_transient(&self) -> bool {
         matches!(self, Self::Timeout(_) | Self::Unavailable(_))
+    }
+
+    /// product-service may have taken the stock though the call failed: the answer was
+    /// lost or cut short, or the failure came after its commit. A refusal, or a call our
+    /// breaker never let out, took nothing.
+    pub fn may_have_reserved(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout(_) | Self::Unavailable(_) | Self::Failed(_)
+        )
     }
 }
 
@@ -186,10 +201,18 @@ mod tests {
         for code in transient {
             let error = StockError::from(tonic::Status::new(code, "x"));
             assert!(error.is_transient(), "{code:?} -> {error:?}");
+            assert!(
+                error.may_have_reserved(),
+                "{code:?}: the answer may be lost"
+            );
         }
         for code in refusals {
             let error = StockError::from(tonic::Status::new(code, "x"));
             assert!(!error.is_transient(), "{code:?} -> {error:?}");
+            assert!(
+                !error.may_have_reserved(),
+                "{code:?}: a refusal takes nothing"
+            );
         }
         for code in failures {
             let error = StockError::from(tonic::Status::new(code, "boom"));
@@ -198,7 +221,13 @@ mod tests {
                 "{code:?} -> {error:?}"
             );
             assert!(!error.is_transient(), "{code:?}");
+            assert!(
+                error.may_have_reserved(),
+                "{code:?}: it may come after the commit"
+            );
         }
+        let released = StockError::from(tonic::Status::aborted("reservation was released"));
+        assert!(matches!(released, StockError::Released(_)), "{released:?}");
     }
 
     #[test]
@@ -215,5 +244,6 @@ mod tests {
         let error = StockError::from(status);
         assert!(matches!(error, StockError::CircuitOpen(_)), "{error:?}");
         assert!(!error.is_transient());
+        assert!(!error.may_have_reserved(), "the call never left");
     }
 }

@@ -93,10 +93,10 @@ impl Store {
         order_id: Uuid,
         user_id: Uuid,
         items: &[Item],
+        total_cents: i64,
         card_token: &str,
         traceparent: Option<String>,
     ) -> Result<Order, sqlx::Error> {
-        let total_cents: i64 = items.iter().map(|i| i.quantity * i.unit_price_cents).sum();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, status, total_cents) VALUES ($1, $2, 'PENDING', $3)

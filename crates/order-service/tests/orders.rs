@@ -341,3 +341,107 @@ async fn a_crash_between_the_effect_and_the_offset_commit_changes_nothing() {
     assert_eq!(stack.stock(&product).await, 9);
     stack.stop().await;
 }
+
+/// The order database's URL in `stack`.
+fn order_db(stack: &Stack) -> &str {
+    &stack.databases[1]
+}
+
+/// Polls `check` every 50 ms for up to 15 s.
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_whose_row_cannot_be_written_gives_its_stock_back_and_spends_its_key() {
+    use sqlx::{Connection, Executor};
+    let stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    let mut db = sqlx::PgConnection::connect(order_db(&stack))
+        .await
+        .expect("order database");
+    // Every new order line is refused from now on: the order's transaction fails after the
+    // stock was reserved.
+    db.execute("ALTER TABLE order_items ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+        .await
+        .expect("constraint");
+
+    let (status, body) = stack.order(user, items(&product, 3), Some("spent")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["message"], "internal error", "nothing leaks");
+    eventually("the reservation was given back", || async {
+        stack.stock(&product).await == 10
+    })
+    .await;
+
+    // The same key again: its reservation was undone for good, and the answer says so.
+    let (status, body) = stack.order(user, items(&product, 3), Some("spent")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_spent");
+    assert_eq!(stack.stock(&product).await, 10);
+
+    db.execute("ALTER TABLE order_items DROP CONSTRAINT refuse_all")
+        .await
+        .expect("constraint dropped");
+    let (status, body) = stack.order(user, items(&product, 3), Some("fresh")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(stack.stock(&product).await, 7);
+    db.close().await.expect("closed");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_whose_caller_gives_up_half_way_is_still_written() {
+    use sqlx::{Connection, Executor};
+    let stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    // Holds every new order row back (reads go on), so the caller's deadline passes
+    // between the reservation and the row.
+    let mut blocker = sqlx::PgConnection::connect(order_db(&stack))
+        .await
+        .expect("order database");
+    let mut held = blocker.begin().await.expect("transaction");
+    held.execute("LOCK TABLE orders IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    let (status, body) = testkit::http::send_json(
+        stack
+            .http
+            .post(format!("{}/orders", stack.orders))
+            .bearer_auth(common::token_for(user))
+            .header("mesh-timeout-ms", "1500")
+            .json(&items(&product, 2)),
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(stack.stock(&product).await, 8, "the stock was reserved");
+
+    held.rollback().await.expect("lock released");
+    let reader = sqlx::PgPool::connect(order_db(&stack))
+        .await
+        .expect("order database");
+    eventually("the order was written after all", || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&reader)
+            .await
+            .expect("count");
+        count == 1
+    })
+    .await;
+    reader.close().await;
+    assert_eq!(stack.stock(&product).await, 8, "held by the order, once");
+    blocker.close().await.expect("closed");
+    stack.stop().await;
+}
