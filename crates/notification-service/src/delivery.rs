@@ -135,7 +135,8 @@ impl Notifier {
             // SENT or DEAD: nothing to do. PENDING: a delivery was interrupted; resume it.
             tracing::debug!(event_id = %event.id, "Notification exists; checking its status.");
         }
-        self.deliver(event.id, Lane::Live, stop)
+        let outcome = self
+            .deliver(event.id, Lane::Live, stop)
             .await
             .map_err(|error| match error {
                 DeliverError::Event(error) => error.into(),
@@ -143,7 +144,17 @@ impl Notifier {
                 DeliverError::Interrupted => {
                     HandleError::Transient(DeliverError::Interrupted.to_string())
                 }
-            })
+            })?;
+        if outcome == Outcome::Busy {
+            // Another delivery (a replay, another instance handed the same event) holds the
+            // lock. This event is not done until that one is: were it acknowledged now and
+            // that one died half-way, nothing would bring the notification back. Retried,
+            // it finds the notification sent, or takes the delivery over.
+            return Err(HandleError::Transient(
+                "the notification is being delivered elsewhere".into(),
+            ));
+        }
+        Ok(outcome)
     }
 
     /// Delivers a PENDING notification, continuing from the attempts it already had.
