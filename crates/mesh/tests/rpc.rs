@@ -374,6 +374,14 @@ impl ProductService for OneProduct {
         request: tonic::Request<GetProductRequest>,
     ) -> Result<tonic::Response<Product>, tonic::Status> {
         let id = request.into_inner().id;
+        if id == "huge" {
+            // More than one NATS message (1 MiB by default) can carry.
+            return Ok(tonic::Response::new(Product {
+                id,
+                description: "x".repeat(2 * 1024 * 1024),
+                ..Product::default()
+            }));
+        }
         if id != "p-1" {
             return Err(tonic::Status::not_found(format!("no product {id}")));
         }
@@ -449,6 +457,82 @@ async fn a_tonic_client_runs_unchanged_over_nats() {
     .await
     .expect("serve");
     exercise_grpc(Channel::nats(client, &name)).await;
+}
+
+#[tokio::test]
+async fn a_grpc_answer_too_large_for_nats_is_resource_exhausted_not_retryable() {
+    let client = nats().await;
+    let name = testkit::unique_name("grpc");
+    let _server = serve(
+        client.clone(),
+        &name,
+        ProductServiceServer::new(OneProduct),
+        ServeOptions::default(),
+    )
+    .await
+    .expect("serve");
+    let mut products = ProductServiceClient::new(Channel::nats(client, &name));
+    let status = products
+        .get_product(GetProductRequest { id: "huge".into() })
+        .await
+        .expect_err("too large for one message");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("does not fit"), "{status:?}");
+    let product = products
+        .get_product(GetProductRequest { id: "p-1".into() })
+        .await
+        .expect("the endpoint still answers");
+    assert_eq!(product.into_inner().name, "Mug");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_costs_its_request_a_500_not_the_endpoint() {
+    let client = nats().await;
+    let name = testkit::unique_name("panics");
+    let router = Router::new()
+        .route(
+            "/at-once",
+            get(|| async {
+                if true {
+                    panic!("a handler bug");
+                }
+                "unreachable"
+            }),
+        )
+        .route(
+            "/after-waiting",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if true {
+                    panic!("a handler bug, on its own task");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/fine", get(|| async { "fine" }));
+    let _server = serve(client.clone(), &name, router, ServeOptions::default())
+        .await
+        .expect("serve");
+    let channel = Channel::nats(client, &name).with_timeout(Duration::from_secs(5));
+
+    for _ in 0..2 {
+        for path in ["/at-once", "/after-waiting"] {
+            let answer = channel
+                .clone()
+                .oneshot(request("GET", path, Bytes::new()))
+                .await
+                .expect("answer");
+            assert_eq!(answer.status(), 500, "{path}");
+            let body = body_json(answer).await;
+            assert_eq!(body["error"]["code"], "internal", "{path}");
+        }
+        let fine = channel
+            .clone()
+            .oneshot(request("GET", "/fine", Bytes::new()))
+            .await
+            .expect("answer");
+        assert_eq!(fine.status(), 200, "the endpoint still serves");
+    }
 }
 
 #[tokio::test]

@@ -135,16 +135,16 @@ impl Notifier {
             // SENT or DEAD: nothing to do. PENDING: a delivery was interrupted; resume it.
             tracing::debug!(event_id = %event.id, "Notification exists; checking its status.");
         }
-        let outcome = self
-            .deliver(event.id, Lane::Live, stop)
-            .await
-            .map_err(|error| match error {
-                DeliverError::Event(error) => error.into(),
-                DeliverError::Database(error) => error.into(),
-                DeliverError::Interrupted => {
-                    HandleError::Transient(DeliverError::Interrupted.to_string())
-                }
-            })?;
+        let outcome =
+            self.deliver(event.id, Lane::Live, stop)
+                .await
+                .map_err(|error| match error {
+                    DeliverError::Event(error) => error.into(),
+                    DeliverError::Database(error) => error.into(),
+                    DeliverError::Interrupted => {
+                        HandleError::Transient(DeliverError::Interrupted.to_string())
+                    }
+                })?;
         if outcome == Outcome::Busy {
             // Another delivery (a replay, another instance handed the same event) holds the
             // lock. This event is not done until that one is: were it acknowledged now and

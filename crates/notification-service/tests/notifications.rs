@@ -613,7 +613,11 @@ async fn an_event_two_instances_receive_at_once_is_sent_once() {
     second.publish(&second.topics.order_created, &marker).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sender.calls(event.id), 1, "the second instance kept out");
-    assert_eq!(sender.calls(marker.id), 0, "the second still holds the event");
+    assert_eq!(
+        sender.calls(marker.id),
+        0,
+        "the second still holds the event"
+    );
     assert_eq!(first.row(event.id).await.expect("row").status, "PENDING");
 
     sender.release();

@@ -1,11 +1,12 @@
 //! `serve`: any tower HTTP service (an axum `Router`, a tonic server) answering on NATS.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::task::{Context, Waker};
 
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
@@ -120,8 +121,20 @@ where
             let service = service.clone();
             let max_payload = client.max_payload();
             let mut exchange = Box::pin(async move {
-                let (head, body) = answer(service, &request.message, max_body).await;
-                let (head, body) = fit_in_one_message(max_payload, head, body);
+                // A panicking handler costs its own request a 500, not the endpoint: the
+                // first poll runs inline on this loop, which a panic would otherwise end.
+                let answered = AssertUnwindSafe(answer(service, &request.message, max_body))
+                    .catch_unwind()
+                    .await;
+                let (head, body) = answered.unwrap_or_else(|_| {
+                    tracing::error!("The service panicked answering a mesh request.");
+                    encode_plain(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal error",
+                    )
+                });
+                let (head, body) = fit_in_one_message(max_payload, &request.message, head, body);
                 if let Err(error) = request.respond_with_headers(Ok(body), head).await {
                     tracing::warn!(%error, "Mesh reply not sent.");
                 }
@@ -263,9 +276,11 @@ fn encode_mesh_error(
     )
 }
 
-/// A response that does not fit in one NATS message becomes a 502 that says so.
+/// A response that does not fit in one NATS message becomes a 502 (for gRPC,
+/// RESOURCE_EXHAUSTED) that says so.
 fn fit_in_one_message(
     max_payload: usize,
+    request: &async_nats::Message,
     head: async_nats::HeaderMap,
     body: Bytes,
 ) -> (async_nats::HeaderMap, Bytes) {
@@ -278,5 +293,14 @@ fn fit_in_one_message(
         "the response of {} bytes does not fit in one NATS message",
         body.len()
     );
-    encode_mesh_error(false, MeshErrorKind::Transport, &msg)
+    let is_grpc = wire::decode_request_head(request.headers.as_ref())
+        .is_ok_and(|head| wire::is_grpc(&head.headers));
+    let kind = if is_grpc {
+        // What a gRPC server answers a response over its limit: not UNAVAILABLE, which
+        // a caller would retry for the same result.
+        MeshErrorKind::PayloadTooLarge
+    } else {
+        MeshErrorKind::Transport
+    };
+    encode_mesh_error(is_grpc, kind, &msg)
 }
