@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::KafkaSettings;
@@ -88,19 +88,21 @@ impl EventConsumer {
     }
 }
 
-fn decode(message: &BorrowedMessage<'_>) -> Result<Received, ConsumeError> {
+fn decode(message: &impl Message) -> Result<Received, ConsumeError> {
     let malformed = |source| ConsumeError::Malformed {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
         source,
     };
+    // A repeated header reads as its first value, as `async_nats::HeaderMap::get` reads
+    // it: the bridge copies every Kafka header to NATS in order, so the same record is the
+    // same event on either side.
     let header = |name: &str| {
         message.headers().and_then(|headers| {
             headers
                 .iter()
-                .filter(|h| h.key == name)
-                .last()
+                .find(|h| h.key == name)
                 .and_then(|h| h.value)
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .map(str::to_owned)
@@ -119,4 +121,70 @@ fn decode(message: &BorrowedMessage<'_>) -> Result<Received, ConsumeError> {
         partition: message.partition(),
         offset: message.offset(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+
+    use super::*;
+
+    /// `event`'s headers with `ce_id` given twice, as a producer that appends might.
+    fn twice_identified(event: &Event, second_id: &str) -> Vec<(&'static str, String)> {
+        let mut headers = event.attribute_headers();
+        headers.push((crate::event::ID, second_id.to_owned()));
+        headers
+    }
+
+    #[test]
+    fn a_repeated_header_reads_the_same_from_kafka_and_from_nats() {
+        let event = Event::new(
+            "shopmesh.test",
+            "/test",
+            "key-1",
+            &serde_json::json!({"n": 1}),
+        )
+        .expect("event");
+        let headers = twice_identified(&event, &uuid::Uuid::now_v7().to_string());
+
+        let kafka_headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (name, value)| {
+                all.insert(Header {
+                    key: name,
+                    value: Some(value.as_str()),
+                })
+            });
+        let record = OwnedMessage::new(
+            Some(event.data.to_vec()),
+            Some(event.key.clone().into_bytes()),
+            "topic".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(kafka_headers),
+        );
+        let from_kafka = decode(&record).expect("decodes").event;
+
+        // What the bridge publishes: every Kafka header appended in order, and the key.
+        let mut nats_headers = async_nats::HeaderMap::new();
+        for (name, value) in &headers {
+            nats_headers.append(*name, value.as_str());
+        }
+        nats_headers.insert(crate::event::PARTITION_KEY, event.key.as_str());
+        let message = async_nats::Message {
+            subject: "events.topic".into(),
+            reply: None,
+            payload: event.data.clone(),
+            headers: Some(nats_headers),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        let from_nats = Event::from_nats(&message).expect("decodes");
+
+        assert_eq!(from_kafka, event, "the first ce_id wins");
+        assert_eq!(from_nats, from_kafka);
+    }
 }
