@@ -363,6 +363,51 @@ async fn shutdown_finishes_requests_in_flight_then_leaves_the_queue_group() {
     assert_eq!(after.status(), 503);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_the_requests_already_delivered_to_the_instance() {
+    const REQUESTS: usize = 8;
+    let client = nats().await;
+    let name = testkit::unique_name("queued");
+    let entered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&entered);
+    // Busy before its first await, so it holds up the receive loop: the requests behind it
+    // wait in the subscription's buffer, delivered to this instance but not yet read.
+    let router = Router::new().route(
+        "/busy",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            async { "done" }
+        }),
+    );
+    let server = serve(client.clone(), &name, router, ServeOptions::default())
+        .await
+        .expect("serve");
+    let channel = Channel::nats(client, &name).with_timeout(Duration::from_secs(5));
+    let calls: Vec<_> = (0..REQUESTS)
+        .map(|_| {
+            tokio::spawn(
+                channel
+                    .clone()
+                    .oneshot(request("GET", "/busy", Bytes::new())),
+            )
+        })
+        .collect();
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown().await;
+    assert_eq!(
+        entered.load(Ordering::SeqCst),
+        REQUESTS,
+        "every request was read"
+    );
+    for call in calls {
+        let response = call.await.expect("joined").expect("answer");
+        assert_eq!(response.status(), 200);
+    }
+}
+
 /// A product service that knows one product.
 #[derive(Debug, Default)]
 struct OneProduct;

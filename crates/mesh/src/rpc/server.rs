@@ -108,9 +108,13 @@ where
     confirm_subscribed(&client, name, &registered.info().await.id).await;
 
     let stop = CancellationToken::new();
-    let in_flight = TaskTracker::new();
-    let max_body = options.max_body;
     let loop_stop = stop.clone();
+    let mut exchanges = Exchanges {
+        service,
+        client,
+        max_body: options.max_body,
+        in_flight: TaskTracker::new(),
+    };
     let task = tokio::spawn(async move {
         loop {
             let request = tokio::select! {
@@ -118,46 +122,78 @@ where
                 request = endpoint.next() => request,
             };
             let Some(request) = request else { break };
-            let service = service.clone();
-            let max_payload = client.max_payload();
-            let mut exchange = Box::pin(async move {
-                // A panicking handler costs its own request a 500, not the endpoint: the
-                // first poll runs inline on this loop, which a panic would otherwise end.
-                let answered = AssertUnwindSafe(answer(service, &request.message, max_body))
-                    .catch_unwind()
-                    .await;
-                let (head, body) = answered.unwrap_or_else(|_| {
-                    tracing::error!("The service panicked answering a mesh request.");
-                    encode_plain(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "internal error",
-                    )
-                });
-                let (head, body) = fit_in_one_message(max_payload, &request.message, head, body);
-                if let Err(error) = request.respond_with_headers(Ok(body), head).await {
-                    tracing::warn!(%error, "Mesh reply not sent.");
-                }
-            });
-            // Most handlers (a cache hit, a validation error) finish without waiting on
-            // anything: answering them inline saves a task spawn and a cross-thread wake-up
-            // per request. One that is still pending moves to its own task; polling it once
-            // with a no-op waker first is sound because every poll registers the waker anew.
-            let mut first_poll = Context::from_waker(Waker::noop());
-            if exchange.as_mut().poll(&mut first_poll).is_pending() {
-                in_flight.spawn(exchange);
-            }
+            exchanges.start(request);
         }
+        // Leave the queue group (other instances take what comes next), then answer what
+        // NATS delivered to this instance already: dropped, those callers would wait out
+        // their whole budget.
         if let Err(error) = endpoint.stop().await {
             tracing::debug!(%error, "Endpoint stop.");
         }
-        in_flight.close();
-        in_flight.wait().await;
+        while let Some(request) = endpoint.next().await {
+            exchanges.start(request);
+        }
+        exchanges.in_flight.close();
+        exchanges.in_flight.wait().await;
         if let Err(error) = registered.stop().await {
             tracing::debug!(%error, "Service stop.");
         }
     });
     Ok(MeshServer { stop, task })
+}
+
+/// What answering a request needs, and the requests still being answered.
+struct Exchanges<S> {
+    service: S,
+    /// Asked for the server's `max_payload` per request: a reconnection may change it.
+    client: async_nats::Client,
+    max_body: usize,
+    in_flight: TaskTracker,
+}
+
+impl<S, B> Exchanges<S>
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Answers `request`, inline if the service does not have to wait.
+    fn start(&mut self, request: async_nats::service::Request) {
+        let (service, max_payload, max_body) = (
+            self.service.clone(),
+            self.client.max_payload(),
+            self.max_body,
+        );
+        let mut exchange = Box::pin(async move {
+            // A panicking handler costs its own request a 500, not the endpoint: the
+            // first poll runs inline on the receive loop, which a panic would otherwise end.
+            let answered = AssertUnwindSafe(answer(service, &request.message, max_body))
+                .catch_unwind()
+                .await;
+            let (head, body) = answered.unwrap_or_else(|_| {
+                tracing::error!("The service panicked answering a mesh request.");
+                encode_plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            });
+            let (head, body) = fit_in_one_message(max_payload, &request.message, head, body);
+            if let Err(error) = request.respond_with_headers(Ok(body), head).await {
+                tracing::warn!(%error, "Mesh reply not sent.");
+            }
+        });
+        // Most handlers (a cache hit, a validation error) finish without waiting on
+        // anything: answering them inline saves a task spawn and a cross-thread wake-up
+        // per request. One that is still pending moves to its own task; polling it once
+        // with a no-op waker first is sound because every poll registers the waker anew.
+        let mut first_poll = Context::from_waker(Waker::noop());
+        if exchange.as_mut().poll(&mut first_poll).is_pending() {
+            self.in_flight.spawn(exchange);
+        }
+    }
 }
 
 /// Waits (briefly) until the server routes requests to the new endpoint: a ping to this
