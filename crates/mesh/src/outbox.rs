@@ -4,14 +4,18 @@
 //! Delivery is at least once (a crash between the broker's ack and the commit of `sent_at`
 //! republishes the batch); consumers deduplicate with the inbox. Only one relay publishes at
 //! a time per database (a transaction-scoped advisory lock), so several instances of a
-//! service can run their relays and events still leave in the order they were written.
+//! service can run their relays and events still leave in the order they were written: the
+//! rows of one topic and key are published one after another, and one that fails holds back
+//! the rows after it until it goes through.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use kit::backoff::Exponential;
 use sqlx::postgres::PgListener;
+
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -136,22 +140,32 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        // All sends are in flight at once; the idempotent producer keeps them in order
-        // per partition.
+        // The rows of one topic and key (one partition's worth of ordering) go out one after
+        // another, and a failure holds back the ones after it: a later event of an order
+        // must never reach the partition before an earlier one that failed. Different keys
+        // are in flight at once.
         let results = join_all(
-            rows.iter()
-                .map(|row| async move { self.producer.publish(&row.topic, &row.event()).await }),
+            same_topic_and_key(&rows)
+                .into_iter()
+                .map(|group| async move {
+                    let mut sent = Vec::with_capacity(group.len());
+                    for row in group {
+                        if let Err(error) = self.producer.publish(&row.topic, &row.event()).await {
+                            return (sent, Some((row, error)));
+                        }
+                        sent.push(row.seq);
+                    }
+                    (sent, None)
+                }),
         )
         .await;
         let mut sent = Vec::with_capacity(rows.len());
         let mut first_error = None;
-        for (row, result) in rows.iter().zip(results) {
-            match result {
-                Ok(_) => sent.push(row.seq),
-                Err(error) => {
-                    tracing::warn!(event_id = %row.event_id, topic = %row.topic, %error, "Outbox publish failed; will retry.");
-                    first_error.get_or_insert(error);
-                }
+        for (group_sent, failure) in results {
+            sent.extend(group_sent);
+            if let Some((row, error)) = failure {
+                tracing::warn!(event_id = %row.event_id, topic = %row.topic, key = %row.event_key, %error, "Outbox publish failed; it and the key's later rows will be retried.");
+                first_error.get_or_insert(error);
             }
         }
         sqlx::query("UPDATE mesh_outbox SET sent_at = now() WHERE seq = ANY($1)")
@@ -205,6 +219,22 @@ impl OutboxRelay {
         listener.listen(NOTIFY_CHANNEL).await?;
         Ok(listener)
     }
+}
+
+/// `rows` (in `seq` order) grouped by topic and key, each group in `seq` order.
+fn same_topic_and_key(rows: &[OutboxRow]) -> Vec<Vec<&OutboxRow>> {
+    let mut groups: Vec<Vec<&OutboxRow>> = Vec::new();
+    let mut index = HashMap::<(&str, &str), usize>::new();
+    for row in rows {
+        let slot = *index
+            .entry((row.topic.as_str(), row.event_key.as_str()))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[slot].push(row);
+    }
+    groups
 }
 
 async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {

@@ -12,6 +12,7 @@ use mesh::{inbox, outbox, store};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -375,6 +376,47 @@ async fn rows_stay_pending_while_the_broker_is_unreachable_then_leave() {
     let consumer = EventConsumer::new(&settings(), &testkit::unique_name("group"), &[&topic])
         .expect("consumer");
     assert_eq!(next(&consumer).await.event, e);
+    pool.close().await;
+    testkit::drop_database(&url).await;
+}
+
+#[tokio::test]
+async fn a_row_that_fails_holds_back_the_later_rows_of_its_key_only() {
+    let (pool, url) = fresh_store().await;
+    let topic = topic().await;
+    // Over the producer's message.max.bytes (1 MB): refused every time.
+    let too_large = Event::new(
+        "shopmesh.test.step",
+        "/mesh-test",
+        "k",
+        &serde_json::json!({"blob": "x".repeat(1_500_000)}),
+    )
+    .expect("serialises");
+    let after_it = event("k", 2);
+    let other_key = event("other", 3);
+    for e in [&too_large, &after_it, &other_key] {
+        let mut tx = pool.begin().await.expect("tx");
+        outbox::enqueue(&mut tx, &topic, e).await.expect("enqueued");
+        tx.commit().await.expect("commit");
+    }
+
+    let relay = outbox::OutboxRelay::new(
+        pool.clone(),
+        EventProducer::new(&settings()).expect("producer"),
+    );
+    assert_eq!(relay.publish_pending().await.expect("partly sent"), 1);
+    let unsent: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM mesh_outbox WHERE sent_at IS NULL ORDER BY seq")
+            .fetch_all(&pool)
+            .await
+            .expect("unsent");
+    assert_eq!(unsent, [too_large.id, after_it.id], "k's later row waits");
+
+    let consumer = EventConsumer::new(&settings(), &testkit::unique_name("group"), &[&topic])
+        .expect("consumer");
+    assert_eq!(next(&consumer).await.event, other_key);
+    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
+    assert!(extra.is_err(), "nothing of k went out: {extra:?}");
     pool.close().await;
     testkit::drop_database(&url).await;
 }
