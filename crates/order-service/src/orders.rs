@@ -264,11 +264,14 @@ impl Orders {
                     tracing::info!(%order_id, "Order confirmed.");
                 }
                 PaymentOutcome::Declined(reason) => {
-                    self.release(order_id).await?;
+                    // Cancelled first, released second, committed last: whichever step
+                    // fails, the order keeps its stock or is cancelled, never released
+                    // and still PENDING (short of the commit itself failing).
                     let reason = format!("payment failed: {reason}");
                     self.store
                         .cancel(&mut tx, order_id, user_id, &reason, traceparent)
                         .await?;
+                    self.release(order_id).await?;
                     tracing::info!(%order_id, %reason, "Order cancelled.");
                 }
             },
@@ -285,24 +288,47 @@ impl Orders {
     }
 
     /// Cancels and compensates `PENDING` orders older than `timeout`; returns how many.
+    ///
+    /// Each order in a transaction of its own: one that fails to cancel does not undo the
+    /// others (whose stock is given back already), and no lock is held across more than
+    /// one order's release.
     pub async fn cancel_expired(&self, timeout: Duration) -> Result<usize, sqlx::Error> {
-        let mut tx = self.store.pool().begin().await?;
-        let expired = self.store.lock_expired(&mut tx, timeout, 20).await?;
         let mut cancelled = 0;
-        for (order_id, user_id) in expired {
-            if let Err(error) = self.release(order_id).await {
-                tracing::warn!(%order_id, %error, "Expired order kept PENDING until its stock can be released.");
-                continue;
+        for order_id in self.store.expired(timeout, 20).await? {
+            match self.cancel_if_pending(order_id, timeout).await {
+                Ok(true) => cancelled += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "Expired order not cancelled; the next sweep tries again.");
+                }
             }
-            let reason = format!("payment not received within {timeout:?}");
-            self.store
-                .cancel(&mut tx, order_id, user_id, &reason, None)
-                .await?;
-            tracing::info!(%order_id, "Order timed out and was cancelled.");
-            cancelled += 1;
+        }
+        Ok(cancelled)
+    }
+
+    /// Releases the stock and cancels, if the order is still `PENDING` once locked (a
+    /// payment result may have settled it meanwhile).
+    async fn cancel_if_pending(
+        &self,
+        order_id: Uuid,
+        timeout: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.store.pool().begin().await?;
+        let Ok((user_id, _)) = self.store.lock_pending(&mut tx, order_id).await? else {
+            return Ok(false);
+        };
+        // As in `settle`: cancelled, then released, then committed.
+        let reason = format!("payment not received within {timeout:?}");
+        self.store
+            .cancel(&mut tx, order_id, user_id, &reason, None)
+            .await?;
+        if let Err(error) = self.release(order_id).await {
+            tracing::warn!(%order_id, %error, "Expired order kept PENDING until its stock can be released.");
+            return Ok(false);
         }
         tx.commit().await?;
-        Ok(cancelled)
+        tracing::info!(%order_id, "Order timed out and was cancelled.");
+        Ok(true)
     }
 }
 

@@ -222,23 +222,22 @@ impl Store {
         outbox::enqueue(tx, &self.topics.order_cancelled, &event).await
     }
 
-    /// `PENDING` orders created before `older_than` ago, locked (skipping ones another
-    /// instance holds) for the timeout sweep.
-    pub async fn lock_expired(
+    /// Ids of `PENDING` orders created before `older_than` ago, oldest first (not locked:
+    /// each is locked and checked again when it is cancelled).
+    pub async fn expired(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
         older_than: std::time::Duration,
         limit: i64,
-    ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    ) -> Result<Vec<Uuid>, sqlx::Error> {
         let seconds = older_than.as_secs_f64();
-        sqlx::query_as(
-            "SELECT id, user_id FROM orders
+        sqlx::query_scalar(
+            "SELECT id FROM orders
              WHERE status = 'PENDING' AND created_at < now() - make_interval(secs => $1)
-             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+             ORDER BY created_at LIMIT $2",
         )
         .bind(seconds)
         .bind(limit)
-        .fetch_all(&mut **tx)
+        .fetch_all(&self.pool)
         .await
     }
 }

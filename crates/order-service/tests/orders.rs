@@ -445,3 +445,38 @@ async fn an_order_whose_caller_gives_up_half_way_is_still_written() {
     blocker.close().await.expect("closed");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
+    use sqlx::{Connection, Executor};
+    let stack = start("1s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    // Any change to an order of 3 units (300 cents) fails, from before it exists.
+    let mut db = sqlx::PgConnection::connect(order_db(&stack))
+        .await
+        .expect("order database");
+    db.execute(
+        "CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'this order is poisoned'; END $$;
+         CREATE TRIGGER poisoned BEFORE UPDATE ON orders FOR EACH ROW
+             WHEN (OLD.total_cents = 300) EXECUTE FUNCTION refuse_change();",
+    )
+    .await
+    .expect("trigger");
+    let (_, poisoned) = stack.order(user, items(&product, 3), None).await;
+    let (_, healthy) = stack.order(user, items(&product, 2), None).await;
+    let poisoned = poisoned["id"].as_str().expect("id").to_owned();
+    let healthy = healthy["id"].as_str().expect("id").to_owned();
+
+    stack.wait_for_status(user, &healthy, "CANCELLED").await;
+    let (_, order) = stack.get(user, &poisoned).await;
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(
+        stack.stock(&product).await,
+        7,
+        "the cancelled order's stock came back; the stuck one keeps its own"
+    );
+    db.close().await.expect("closed");
+    stack.stop().await;
+}
