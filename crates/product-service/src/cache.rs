@@ -5,13 +5,18 @@
 //! service answers from Postgres. Invalidations that could not reach Redis are remembered
 //! and replayed once it answers again, so an update made during an outage is not hidden by
 //! a stale entry afterwards.
+//!
+//! An invalidation leaves a short-lived tombstone rather than deleting the entry, and reads
+//! fill the cache only where there is no entry (`SET NX`). Otherwise a read that fetched the
+//! row just before a write committed could put the old product back just after the write's
+//! invalidation, to be served for a whole TTL.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, Expiration, KeysInterface, ReconnectPolicy,
+    Builder, Client, ClientLike, Config, Expiration, KeysInterface, ReconnectPolicy, SetOptions,
 };
 use middleware::breaker::{BreakerConfig, CircuitBreakerLayer};
 use prometheus::IntCounterVec;
@@ -31,6 +36,12 @@ pub struct ProductCache {
 fn key(id: Uuid) -> String {
     format!("product:{id}")
 }
+
+/// What an invalidated entry holds for a while: no JSON object reads as this.
+const TOMBSTONE: &str = "-";
+/// How long a tombstone refuses fills: far longer than a read takes from its row to its
+/// fill, and short, since reads of the product go to Postgres meanwhile.
+const TOMBSTONE_TTL: Expiration = Expiration::PX(1_000);
 
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
@@ -109,6 +120,7 @@ impl ProductCache {
                 (Outcome::Error, None)
             }
             Some(Ok(None)) => (Outcome::Miss, None),
+            Some(Ok(Some(tombstone))) if tombstone == TOMBSTONE => (Outcome::Miss, None),
             Some(Ok(Some(json))) => match serde_json::from_str::<Product>(&json) {
                 Ok(product) => (Outcome::Hit, Some(product)),
                 Err(_) => (Outcome::Miss, None),
@@ -118,6 +130,8 @@ impl ProductCache {
         outcome.1
     }
 
+    /// Fills the entry of a product read from Postgres, unless one is there (a fresher
+    /// fill, or a tombstone: the row changed since it may have been read).
     pub async fn put(&self, product: &Product) {
         let Ok(json) = serde_json::to_string(product) else {
             return;
@@ -126,11 +140,11 @@ impl ProductCache {
         let _ = self
             .guarded(async {
                 self.client
-                    .set::<(), _, _>(
+                    .set::<Option<String>, _, _>(
                         key(product.id),
                         json,
                         Some(Expiration::EX(ttl)),
-                        None,
+                        Some(SetOptions::NX),
                         false,
                     )
                     .await
@@ -138,14 +152,19 @@ impl ProductCache {
             .await;
     }
 
-    /// Removes a product's entry; if Redis cannot be told now, it is told later.
+    /// Replaces a product's entry with a tombstone; if Redis cannot be told now, it is told
+    /// later.
     pub async fn invalidate(&self, id: Uuid) {
-        let done = self
-            .guarded(async { self.client.del::<i64, _>(key(id)).await })
-            .await;
-        if !matches!(done, Some(Ok(_))) {
+        let done = self.guarded(self.bury(id)).await;
+        if !matches!(done, Some(Ok(()))) {
             self.pending().insert(id);
         }
+    }
+
+    async fn bury(&self, id: Uuid) -> Result<(), fred::error::Error> {
+        self.client
+            .set::<(), _, _>(key(id), TOMBSTONE, Some(TOMBSTONE_TTL), None, false)
+            .await
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
@@ -169,19 +188,64 @@ impl ProductCache {
         self.breaker.guard(work).await.ok()
     }
 
+    /// An id leaves the pending set only once its tombstone is in Redis: a read running
+    /// alongside must not find the set empty while the old entry is still there.
     async fn replay_invalidations(&self) -> Result<(), fred::error::Error> {
-        let pending: Vec<Uuid> = self.pending().drain().collect();
-        let mut failed = None;
+        let pending: Vec<Uuid> = self.pending().iter().copied().collect();
         for id in pending {
-            if failed.is_some() {
-                self.pending().insert(id);
-                continue;
-            }
-            if let Err(error) = self.client.del::<i64, _>(key(id)).await {
-                self.pending().insert(id);
-                failed = Some(error);
-            }
+            self.bury(id).await?;
+            self.pending().remove(&id);
         }
-        failed.map_or(Ok(()), Err)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+
+    fn product(id: Uuid, name: &str) -> Product {
+        Product {
+            id,
+            name: name.into(),
+            description: String::new(),
+            price_cents: 100,
+            stock: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    async fn cache() -> ProductCache {
+        let cache = ProductCache::connect(
+            &testkit::redis_url(),
+            Duration::from_secs(60),
+            &kit::Metrics::new("cache_test"),
+        )
+        .expect("cache");
+        cache.client.wait_for_connect().await.expect("redis");
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_read_from_before_a_write_cannot_refill_the_cache_after_it() {
+        let cache = cache().await;
+        let id = Uuid::now_v7();
+        cache.put(&product(id, "old")).await;
+        assert_eq!(cache.get(id).await.map(|p| p.name).as_deref(), Some("old"));
+
+        // A read fetched the old row; the write commits and invalidates; the read's fill
+        // comes last.
+        cache.invalidate(id).await;
+        cache.put(&product(id, "old")).await;
+        assert_eq!(cache.get(id).await, None, "the stale fill was refused");
+
+        // Once the tombstone is gone, reads fill the cache again.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        cache.put(&product(id, "new")).await;
+        assert_eq!(cache.get(id).await.map(|p| p.name).as_deref(), Some("new"));
+        let _: i64 = cache.client.del(key(id)).await.expect("cleanup");
     }
 }
