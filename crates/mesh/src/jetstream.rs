@@ -154,6 +154,10 @@ pub async fn run_worker<H, F>(
     use async_nats::jetstream::AckKind;
     use futures::StreamExt;
 
+    // Well inside `ack_wait`, so a handler slower than it (a delivery retrying with backoff)
+    // is not delivered a second time while it works.
+    let progress_every =
+        (consumer.cached_info().config.ack_wait / 3).max(Duration::from_millis(100));
     tracing::info!(worker = %name, "JetStream consumer started.");
     while !stop.is_cancelled() {
         let mut messages = match consumer.messages().await {
@@ -186,7 +190,7 @@ pub async fn run_worker<H, F>(
                 }
                 Ok(event) => {
                     let event_id = event.id;
-                    match handler(event).await {
+                    match in_progress(&message, progress_every, handler(event)).await {
                         Ok(()) => AckKind::Ack,
                         Err(HandleError::Permanent(reason)) => {
                             tracing::error!(worker = %name, %event_id, %reason, "Event skipped.");
@@ -205,6 +209,27 @@ pub async fn run_worker<H, F>(
             if let Err(error) = message.ack_with(ack).await {
                 // Not fatal: an unacknowledged message is redelivered after ack_wait.
                 tracing::warn!(worker = %name, %error, "Acknowledgement failed.");
+            }
+        }
+    }
+}
+
+/// Runs `work`, telling JetStream every `every` that `message` is still being worked on.
+async fn in_progress<T>(
+    message: &async_nats::jetstream::Message,
+    every: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = ticks.tick() => {
+                let progress = message.ack_with(async_nats::jetstream::AckKind::Progress).await;
+                if let Err(error) = progress {
+                    tracing::debug!(%error, "Progress not reported; the message may come again.");
+                }
             }
         }
     }

@@ -256,6 +256,69 @@ async fn an_unacknowledged_jetstream_message_is_delivered_again() {
         .expect("cleanup");
 }
 
+#[tokio::test]
+async fn a_handler_slower_than_ack_wait_is_not_handed_the_message_twice() {
+    let client = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("NATS");
+    let events = EventStream::new(client);
+    let prefix = testkit::unique_name("jsslow");
+    let stream = prefix.to_uppercase();
+    events
+        .ensure_stream(
+            &stream,
+            vec![format!("{prefix}.>")],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("stream");
+    let sent = event("k", 1);
+    events
+        .publish(&format!("{prefix}.t.k"), &sent, None)
+        .await
+        .expect("acked");
+    let consumer = events
+        .durable_consumer(
+            &stream,
+            "slow",
+            &[format!("{prefix}.>")],
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("consumer");
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let handled = std::sync::Arc::clone(&calls);
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(mesh::jetstream::run_worker(
+        "slow",
+        consumer,
+        stop.clone(),
+        move |_event| {
+            let handled = std::sync::Arc::clone(&handled);
+            async move {
+                handled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Three times ack_wait.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            }
+        },
+    ));
+    // The handler's three seconds, and two ack_waits after its ack.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "delivered once: the worker reported progress while it worked"
+    );
+    stop.cancel();
+    worker.await.expect("worker stopped");
+    events
+        .context()
+        .delete_stream(&stream)
+        .await
+        .expect("cleanup");
+}
+
 async fn fresh_store() -> (PgPool, String) {
     let url = testkit::fresh_database_url("mesh_store");
     kit::db::ensure_database(&url).await.expect("database");
