@@ -160,7 +160,9 @@ pub async fn run_worker<H, F>(
         (consumer.cached_info().config.ack_wait / 3).max(Duration::from_millis(100));
     tracing::info!(worker = %name, "JetStream consumer started.");
     while !stop.is_cancelled() {
-        let mut messages = match consumer.messages().await {
+        // One message at a time: a message fetched ahead would wait, unreported, behind a
+        // slow handler (a delivery retrying with backoff) and pass its ack_wait.
+        let mut messages = match consumer.stream().max_messages_per_batch(1).messages().await {
             Ok(messages) => messages,
             Err(error) => {
                 tracing::warn!(worker = %name, %error, "Cannot pull from JetStream; retrying.");

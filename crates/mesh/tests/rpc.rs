@@ -383,7 +383,7 @@ async fn shutdown_answers_the_requests_already_delivered_to_the_instance() {
     let server = serve(client.clone(), &name, router, ServeOptions::default())
         .await
         .expect("serve");
-    let channel = Channel::nats(client, &name).with_timeout(Duration::from_secs(5));
+    let channel = Channel::nats(client.clone(), &name).with_timeout(Duration::from_secs(5));
     let calls: Vec<_> = (0..REQUESTS)
         .map(|_| {
             tokio::spawn(
@@ -396,6 +396,9 @@ async fn shutdown_answers_the_requests_already_delivered_to_the_instance() {
     while entered.load(Ordering::SeqCst) == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Every request has reached the NATS server; the busy handler leaves it 50 ms to hand
+    // them all to the instance before the instance leaves the queue group.
+    client.flush().await.expect("flushed");
     server.shutdown().await;
     assert_eq!(
         entered.load(Ordering::SeqCst),

@@ -30,10 +30,11 @@ const SWEEP_LIMIT: i64 = 1_000;
 /// Background deliveries under way at once, for a pool of `pool_size` connections. A
 /// delivery holds one pooled connection (its [`DeliveryLock`]'s) for as long as it runs,
 /// backoff included. Unbounded, a thousand replays would take the whole pool and leave the
-/// API, the outbox relay and the live consumer waiting; so two connections stay for the
-/// API and the relay, one for the live consumer's delivery.
+/// API, the outbox relay and the live consumer waiting; so connections stay for the API
+/// (one), the outbox relay (two: its LISTEN connection, held for good, and one to publish)
+/// and the live consumer's delivery (one).
 fn background_deliveries(pool_size: u32) -> usize {
-    usize::try_from(pool_size.saturating_sub(3).max(1)).unwrap_or(1)
+    usize::try_from(pool_size.saturating_sub(4).max(1)).unwrap_or(1)
 }
 
 /// Where a delivery comes from. The consumer, which handles one event at a time (so is

@@ -229,18 +229,18 @@ impl DeliveryLock {
         self.conn.as_mut().expect("held until released")
     }
 
-    /// Unlocks and returns the connection to the pool.
+    /// Unlocks and returns the connection to the pool. The connection is let go only once
+    /// the unlock went through: cut short half-way, this leaves it to `drop`, which closes it.
     pub(crate) async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
         let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1::text, 0))")
             .bind(self.key)
-            .execute(&mut *conn)
+            .execute(self.conn())
             .await;
-        if let Err(error) = unlocked {
-            tracing::debug!(event_id = %self.key, %error, "Unlocking failed; the connection is closed.");
-            conn.close_on_drop();
+        match unlocked {
+            Ok(_) => drop(self.conn.take()),
+            Err(error) => {
+                tracing::debug!(event_id = %self.key, %error, "Unlocking failed; the connection is closed.");
+            }
         }
     }
 }

@@ -595,6 +595,11 @@ async fn an_event_two_instances_receive_at_once_is_sent_once() {
     let sender = Arc::new(HeldBack::default());
     let first = start(&[], Some(sender.clone())).await;
     let second = first.another_instance(sender.clone()).await;
+    // The second's consumer is assigned its partitions and handling events before the test
+    // relies on it.
+    let warm_up = order_created(Uuid::now_v7());
+    second.publish(&second.topics.order_created, &warm_up).await;
+    second.wait_for(warm_up.id, "SENT").await;
     let event = order_created(Uuid::now_v7());
     *sender.held.lock().expect("lock") = Some(event.id);
 

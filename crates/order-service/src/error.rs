@@ -26,11 +26,13 @@ impl From<PlaceError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_product", message)
             }
             PlaceError::Stock(StockError::Invalid(message)) => ApiError::invalid(message),
-            PlaceError::Stock(StockError::Released(_)) => ApiError::conflict(
-                "idempotency_key_spent",
-                "an earlier request with this Idempotency-Key failed and was undone; \
-                 send the order again with a new key",
-            ),
+            PlaceError::Stock(StockError::Released(_)) | PlaceError::KeySpent => {
+                ApiError::conflict(
+                    "idempotency_key_spent",
+                    "an earlier request with this Idempotency-Key failed and was undone; \
+                     send the order again with a new key",
+                )
+            }
             PlaceError::Stock(error @ StockError::Timeout(_)) => upstream(
                 &error,
                 MeshErrorKind::Timeout,

@@ -5,6 +5,7 @@
 mod error;
 mod grpc;
 mod orders;
+mod placements;
 mod products;
 mod routes;
 mod saga;

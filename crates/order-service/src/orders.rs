@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kit::backoff::Exponential;
 use mesh::inbox;
 use mesh::kafka::HandleError;
 use mesh::rpc::Deadline;
 use uuid::Uuid;
 
+use crate::placements;
 use crate::products::{Products, StockError};
 use crate::store::{Item, Order, Status, Store};
 
@@ -18,11 +18,12 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x8f1c_6c2e_6a4b_4f0e_9b1d_5
 pub const DEFAULT_CARD_TOKEN: &str = "tok_visa";
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1000;
-/// How a reservation no order refers to is given back: retried with backoff for a while,
-/// since a release that never happens leaves the stock held for good.
-const COMPENSATION_RETRY: Exponential =
-    Exponential::new(Duration::from_millis(100), Duration::from_secs(5));
-const COMPENSATION_PATIENCE: Duration = Duration::from_secs(120);
+/// How long a placement may go without its order row before the sweep gives it up as
+/// left behind by a process that died half-way. Giving up a placement that was merely slow
+/// is safe (its order is then refused), just unkind.
+pub const PLACEMENT_GRACE: Duration = Duration::from_secs(60);
+/// Placements the sweep releases per round.
+const SWEEP_BATCH: i64 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
@@ -35,6 +36,10 @@ pub enum PlaceError {
     /// The service is shutting down under the order being placed.
     #[error("order-service is shutting down")]
     ShuttingDown,
+    /// An earlier placement of the same order id (the same Idempotency-Key) failed and was
+    /// given up; its stock is released, so the key cannot place the order any more.
+    #[error("the placement of this order was given up")]
+    KeySpent,
 }
 
 /// What the payment decided.
@@ -124,6 +129,9 @@ impl Orders {
         if let Some(existing) = self.store.get(order_id).await? {
             return Ok(existing);
         }
+        if !placements::begin(self.store.pool(), order_id).await? {
+            return Err(PlaceError::KeySpent);
+        }
         // The reservation and then the order row (or the reservation's release) run on a
         // task of their own, so they finish even if this caller gives up half-way (its
         // deadline passes, its client disconnects): dropped between the two, this future
@@ -161,16 +169,21 @@ impl Orders {
         };
         let items = match reserved {
             Ok(items) => items,
+            Err(error) if error.may_have_reserved() => {
+                // The answer was lost, not necessarily the reservation.
+                self.abandon(order.order_id);
+                return Err(error.into());
+            }
             Err(error) => {
-                if error.may_have_reserved() {
-                    // The answer was lost, not necessarily the reservation.
-                    self.compensate(reservation);
+                // Refused: nothing was reserved, and the same key may try again.
+                if let Err(forget) = placements::forget(self.store.pool(), order.order_id).await {
+                    tracing::warn!(order_id = %order.order_id, %forget, "Refused placement not forgotten; the sweep releases nothing held.");
                 }
                 return Err(error.into());
             }
         };
         let Some(total_cents) = order_total(&items) else {
-            self.compensate(reservation);
+            self.abandon(order.order_id);
             return Err(PlaceError::Invalid("the order's total is too large".into()));
         };
         let inserted = self
@@ -185,41 +198,65 @@ impl Orders {
             )
             .await;
         match inserted {
-            Ok(order) => {
+            Ok(Some(order)) => {
                 tracing::info!(order_id = %order.id, total_cents = order.total_cents, "Order placed.");
                 Ok(order)
             }
+            // Given up meanwhile (it took longer than the grace): whoever gave it up releases.
+            Ok(None) => Err(PlaceError::KeySpent),
             Err(error) => {
                 // Nothing refers to the reservation if the order was not written.
-                self.compensate(reservation);
+                self.abandon(order.order_id);
                 Err(error.into())
             }
         }
     }
 
-    /// Gives back a reservation no order refers to, in the background (the caller gets its
-    /// error at once), retrying while product-service cannot be reached. A release of
-    /// something never reserved leaves a tombstone, so a reservation still on its way
-    /// cannot take the stock afterwards.
-    fn compensate(&self, reservation: String) {
-        let products = self.products.clone();
+    /// Gives up a placement whose reservation no order refers to, and releases its stock,
+    /// in the background (the caller gets its error at once). What fails here (the order
+    /// database, product-service) the sweep picks up: the placement row stays until the
+    /// release is confirmed.
+    fn abandon(&self, order_id: Uuid) {
+        let orders = self.clone();
         tokio::spawn(async move {
-            let mut backoff = COMPENSATION_RETRY.start();
-            let give_up = tokio::time::Instant::now() + COMPENSATION_PATIENCE;
-            loop {
-                let Err(error) = products.release(&reservation).await else {
-                    tracing::info!(%reservation, "Reservation of an order not placed released.");
-                    return;
-                };
-                if tokio::time::Instant::now() >= give_up {
-                    tracing::error!(%reservation, %error, "Stock held by an order that was not written; release it by hand.");
-                    return;
+            match placements::abandon(orders.store.pool(), order_id).await {
+                Ok(true) => orders.release_placement(order_id).await,
+                Ok(false) => {
+                    tracing::info!(%order_id, "A retry placed the order meanwhile; its stock stays.");
                 }
-                let delay = backoff.next_delay();
-                tracing::warn!(%reservation, %error, ?delay, "Releasing the reservation of an order not placed failed; retrying.");
-                tokio::time::sleep(delay).await;
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "Placement not given up now; the sweep will.");
+                }
             }
         });
+    }
+
+    /// Releases the stock of an abandoned placement; records it once product-service
+    /// confirms, or leaves it to the next sweep.
+    async fn release_placement(&self, order_id: Uuid) {
+        if let Err(error) = self.products.release(&order_id.to_string()).await {
+            tracing::warn!(%order_id, %error, "Stock of an abandoned placement not released yet; the sweep retries.");
+            return;
+        }
+        match placements::mark_released(self.store.pool(), order_id).await {
+            Ok(()) => tracing::info!(%order_id, "Stock of an order not placed released."),
+            // Releasing again is harmless: the sweep will, then record it.
+            Err(error) => tracing::warn!(%order_id, %error, "Release not recorded."),
+        }
+    }
+
+    /// Gives up placements left behind (older than `grace` without their order) and
+    /// releases the stock of every abandoned one not released yet; returns how many.
+    pub async fn release_left_behind(&self, grace: Duration) -> Result<usize, sqlx::Error> {
+        let mut released = 0;
+        for order_id in placements::left_behind(self.store.pool(), grace, SWEEP_BATCH).await? {
+            if !placements::abandon(self.store.pool(), order_id).await? {
+                continue;
+            }
+            self.release_placement(order_id).await;
+            released += 1;
+        }
+        Ok(released)
     }
 
     /// The order if `user_id` owns it: another user's order does not exist for them.
@@ -294,16 +331,25 @@ impl Orders {
     /// one order's release.
     pub async fn cancel_expired(&self, timeout: Duration) -> Result<usize, sqlx::Error> {
         let mut cancelled = 0;
-        for order_id in self.store.expired(timeout, 20).await? {
-            match self.cancel_if_pending(order_id, timeout).await {
-                Ok(true) => cancelled += 1,
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(%order_id, %error, "Expired order not cancelled; the next sweep tries again.");
+        // Orders that fail are passed over for the rest of the round, so however many are
+        // stuck, the ones behind them are still reached.
+        let mut stuck = Vec::new();
+        loop {
+            let expired = self.store.expired(timeout, SWEEP_BATCH, &stuck).await?;
+            if expired.is_empty() {
+                return Ok(cancelled);
+            }
+            for order_id in expired {
+                match self.cancel_if_pending(order_id, timeout).await {
+                    Ok(true) => cancelled += 1,
+                    Ok(false) => stuck.push(order_id),
+                    Err(error) => {
+                        tracing::warn!(%order_id, %error, "Expired order not cancelled; the next sweep tries again.");
+                        stuck.push(order_id);
+                    }
                 }
             }
         }
-        Ok(cancelled)
     }
 
     /// Releases the stock and cancels, if the order is still `PENDING` once locked (a

@@ -6,7 +6,7 @@ use contracts::events::{PaymentFailed, PaymentSucceeded, kinds};
 use mesh::kafka::{HandleError, Received};
 use tokio_util::sync::CancellationToken;
 
-use crate::orders::{Orders, PaymentOutcome};
+use crate::orders::{Orders, PLACEMENT_GRACE, PaymentOutcome};
 
 /// Handles one `payment_success` or `payment_failed` event.
 pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), HandleError> {
@@ -31,7 +31,8 @@ pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), H
         .await
 }
 
-/// Cancels orders whose payment did not come in time, every `interval`.
+/// Every `interval`: cancels orders whose payment did not come in time, and releases the
+/// stock of placements that never became orders.
 pub async fn sweep_expired(
     orders: Orders,
     timeout: Duration,
@@ -44,6 +45,9 @@ pub async fn sweep_expired(
         }
         if let Err(error) = orders.cancel_expired(timeout).await {
             tracing::warn!(%error, "Timeout sweep failed; retrying next round.");
+        }
+        if let Err(error) = orders.release_left_behind(PLACEMENT_GRACE).await {
+            tracing::warn!(%error, "Placement sweep failed; retrying next round.");
         }
     }
 }

@@ -12,6 +12,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::placements;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
@@ -85,9 +87,10 @@ impl Store {
         &self.pool
     }
 
-    /// Writes a `PENDING` order and its `order_created` event in one transaction. An order
-    /// id that already exists (a client retry with the same idempotency key) returns the
-    /// stored order unchanged.
+    /// Writes a `PENDING` order and its `order_created` event in one transaction, and ends
+    /// its placement. An order id that already exists (a client retry with the same
+    /// idempotency key) returns the stored order unchanged; `None` if the placement was
+    /// given up meanwhile (its stock is being released: the order must not be written).
     pub async fn insert_pending(
         &self,
         order_id: Uuid,
@@ -96,8 +99,13 @@ impl Store {
         total_cents: i64,
         card_token: &str,
         traceparent: Option<String>,
-    ) -> Result<Order, sqlx::Error> {
+    ) -> Result<Option<Order>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        placements::lock(&mut tx, order_id).await?;
+        if placements::is_abandoned(&mut tx, order_id).await? {
+            return Ok(None);
+        }
+        placements::finish(&mut tx, order_id).await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, status, total_cents) VALUES ($1, $2, 'PENDING', $3)
              ON CONFLICT (id) DO NOTHING",
@@ -145,7 +153,7 @@ impl Store {
             .await?
             .ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
-        Ok(order)
+        Ok(Some(order))
     }
 
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, sqlx::Error> {
@@ -222,21 +230,24 @@ impl Store {
         outbox::enqueue(tx, &self.topics.order_cancelled, &event).await
     }
 
-    /// Ids of `PENDING` orders created before `older_than` ago, oldest first (not locked:
-    /// each is locked and checked again when it is cancelled).
+    /// Ids of `PENDING` orders created before `older_than` ago, oldest first, but for
+    /// `passed_over` (not locked: each is locked and checked again when it is cancelled).
     pub async fn expired(
         &self,
         older_than: std::time::Duration,
         limit: i64,
+        passed_over: &[Uuid],
     ) -> Result<Vec<Uuid>, sqlx::Error> {
         let seconds = older_than.as_secs_f64();
         sqlx::query_scalar(
             "SELECT id FROM orders
              WHERE status = 'PENDING' AND created_at < now() - make_interval(secs => $1)
+               AND NOT (id = ANY($3))
              ORDER BY created_at LIMIT $2",
         )
         .bind(seconds)
         .bind(limit)
+        .bind(passed_over)
         .fetch_all(&self.pool)
         .await
     }

@@ -451,7 +451,7 @@ async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
     use sqlx::{Connection, Executor};
     let stack = start("1s").await;
     let user = Uuid::now_v7();
-    let product = stack.product(100, 10).await;
+    let product = stack.product(100, 100).await;
     // Any change to an order of 3 units (300 cents) fails, from before it exists.
     let mut db = sqlx::PgConnection::connect(order_db(&stack))
         .await
@@ -464,19 +464,118 @@ async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
     )
     .await
     .expect("trigger");
-    let (_, poisoned) = stack.order(user, items(&product, 3), None).await;
+    // More stuck orders than the sweep takes at once, all older than the healthy one.
+    let mut poisoned = Vec::new();
+    for _ in 0..21 {
+        let (status, order) = stack.order(user, items(&product, 3), None).await;
+        assert_eq!(status, 201, "{order}");
+        poisoned.push(order["id"].as_str().expect("id").to_owned());
+    }
     let (_, healthy) = stack.order(user, items(&product, 2), None).await;
-    let poisoned = poisoned["id"].as_str().expect("id").to_owned();
     let healthy = healthy["id"].as_str().expect("id").to_owned();
 
     stack.wait_for_status(user, &healthy, "CANCELLED").await;
-    let (_, order) = stack.get(user, &poisoned).await;
-    assert_eq!(order["status"], "PENDING");
+    for id in &poisoned {
+        let (_, order) = stack.get(user, id).await;
+        assert_eq!(order["status"], "PENDING");
+    }
     assert_eq!(
         stack.stock(&product).await,
-        7,
-        "the cancelled order's stock came back; the stuck one keeps its own"
+        100 - 21 * 3,
+        "the cancelled order's stock came back; the stuck ones keep their own"
     );
     db.close().await.expect("closed");
+    stack.stop().await;
+}
+
+/// Runs `sql` (one statement, `$1` the order id) on the order database.
+async fn on_order_db(stack: &Stack, sql: &str, order_id: Uuid) {
+    let pool = sqlx::PgPool::connect(order_db(stack))
+        .await
+        .expect("order database");
+    sqlx::query(sql)
+        .bind(order_id)
+        .execute(&pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"));
+    pool.close().await;
+}
+
+async fn placement_count(stack: &Stack, condition: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(order_db(stack))
+        .await
+        .expect("order database");
+    let count = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM placements WHERE {condition}"
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    pool.close().await;
+    count
+}
+
+#[tokio::test]
+async fn stock_held_by_a_placement_that_never_became_an_order_is_released_by_the_sweep() {
+    let stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    let (status, order) = stack.order(user, items(&product, 4), Some("crashed")).await;
+    assert_eq!(status, 201, "{order}");
+    let id = Uuid::parse_str(order["id"].as_str().expect("id")).expect("uuid");
+    assert_eq!(stack.stock(&product).await, 6);
+    assert_eq!(
+        placement_count(&stack, "true").await,
+        0,
+        "a placed order leaves none"
+    );
+
+    // As if the process had died between the reservation and the order row, a while ago.
+    for sql in [
+        "DELETE FROM mesh_outbox WHERE event_key = $1::text",
+        "DELETE FROM order_items WHERE order_id = $1",
+        "DELETE FROM orders WHERE id = $1",
+        "INSERT INTO placements (id, created_at) VALUES ($1, now() - interval '5 minutes')",
+    ] {
+        on_order_db(&stack, sql, id).await;
+    }
+
+    eventually("the sweep released the stock", || async {
+        stack.stock(&product).await == 10
+    })
+    .await;
+    eventually("the release was recorded", || async {
+        placement_count(&stack, "released_at IS NOT NULL").await == 1
+    })
+    .await;
+    let (status, body) = stack.order(user, items(&product, 4), Some("crashed")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "idempotency_key_spent");
+    assert_eq!(stack.stock(&product).await, 10);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn the_sweep_never_releases_the_stock_of_an_order_that_was_written() {
+    let stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    let (status, order) = stack.order(user, items(&product, 3), None).await;
+    assert_eq!(status, 201, "{order}");
+    let id = Uuid::parse_str(order["id"].as_str().expect("id")).expect("uuid");
+    // A placement row the sweep finds old, for an order that exists: the order wins.
+    on_order_db(
+        &stack,
+        "INSERT INTO placements (id, created_at) VALUES ($1, now() - interval '5 minutes')",
+        id,
+    )
+    .await;
+    eventually("the sweep looked at it", || async {
+        placement_count(&stack, "true").await == 0
+    })
+    .await;
+    assert_eq!(stack.stock(&product).await, 7, "the order keeps its stock");
+    let (_, order) = stack.get(user, &id.to_string()).await;
+    assert_eq!(order["status"], "PENDING");
     stack.stop().await;
 }

@@ -30,6 +30,7 @@ pub struct ProductCache {
     ttl: Duration,
     breaker: CircuitBreakerLayer,
     pending_invalidations: Mutex<HashSet<Uuid>>,
+    replaying: tokio::sync::Mutex<()>,
     lookups: IntCounterVec,
 }
 
@@ -105,6 +106,7 @@ impl ProductCache {
                 Some(metrics),
             ),
             pending_invalidations: Mutex::new(HashSet::new()),
+            replaying: tokio::sync::Mutex::new(()),
             lookups: metrics.register(lookups),
         })
     }
@@ -189,8 +191,13 @@ impl ProductCache {
     }
 
     /// An id leaves the pending set only once its tombstone is in Redis: a read running
-    /// alongside must not find the set empty while the old entry is still there.
+    /// alongside must not find the set empty while the old entry is still there. One replay
+    /// at a time: the commands arriving meanwhile wait for it rather than repeat it.
     async fn replay_invalidations(&self) -> Result<(), fred::error::Error> {
+        if self.pending().is_empty() {
+            return Ok(());
+        }
+        let _replaying = self.replaying.lock().await;
         let pending: Vec<Uuid> = self.pending().iter().copied().collect();
         for id in pending {
             self.bury(id).await?;
