@@ -270,7 +270,8 @@ mod contract {
         tag = "products",
         params(("id" = Uuid, Path, description = "Product id")),
         responses(
-            (status = 200, description = "The product (from the cache when warm)", body = Product),
+            (status = 200, description = "The product (from the cache when warm)", body = Product,
+                headers(("ETag" = String, description = "The product's version, for If-Match on PUT"))),
             (status = 404, description = "No such product", body = ErrorBody),
             (status = 429, description = "Rate limited", body = ErrorBody,
                 headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -305,13 +306,19 @@ mod contract {
         path = "/products/{id}",
         tag = "products",
         security(("bearer" = [])),
-        params(("id" = Uuid, Path, description = "Product id")),
+        params(
+            ("id" = Uuid, Path, description = "Product id"),
+            ("If-Match" = Option<String>, Header,
+                description = "The ETag read with the product: the update is refused (412) if the product changed since, a reservation included. `*` or none: unconditional")
+        ),
         request_body = ProductInput,
         responses(
-            (status = 200, description = "Updated (the cached copy is invalidated)", body = Product),
+            (status = 200, description = "Updated (the cached copy is invalidated)", body = Product,
+                headers(("ETag" = String, description = "The new version"))),
             (status = 400, description = "Malformed JSON", body = ErrorBody),
             (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
             (status = 404, description = "No such product", body = ErrorBody),
+            (status = 412, description = "The product changed since the If-Match version was read", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),
             (status = 422, description = "Price or stock negative or over 10^12, empty name", body = ErrorBody),
             (status = 429, description = "Rate limited", body = ErrorBody,

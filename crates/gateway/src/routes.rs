@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER,
+};
 use axum::http::{HeaderName, Method, Uri};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -140,15 +142,16 @@ fn cors(origins: &CorsOrigins) -> CorsLayer {
             Method::OPTIONS,
         ])
         // Everything the contract lets a client send: `Idempotency-Key` on `POST /orders`,
-        // `traceparent` to join a browser's trace.
+        // `If-Match` on `PUT /products/{id}`, `traceparent` to join a browser's trace.
         .allow_headers([
             AUTHORIZATION,
             CONTENT_TYPE,
             request_id.clone(),
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("traceparent"),
+            IF_MATCH,
         ])
-        .expose_headers([request_id, RETRY_AFTER])
+        .expose_headers([request_id, RETRY_AFTER, ETAG])
         .max_age(Duration::from_secs(600));
     match origins {
         CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),

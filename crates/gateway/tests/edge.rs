@@ -461,7 +461,7 @@ async fn cors_preflights_are_answered_and_answers_carry_the_headers() {
             .header("access-control-request-method", "POST")
             .header(
                 "access-control-request-headers",
-                "authorization,content-type,idempotency-key,traceparent",
+                "authorization,content-type,idempotency-key,traceparent,if-match",
             )
             .send()
     };
@@ -483,6 +483,7 @@ async fn cors_preflights_are_answered_and_answers_carry_the_headers() {
         "x-request-id",
         "idempotency-key",
         "traceparent",
+        "if-match",
     ] {
         assert!(allowed.contains(name), "{allowed}");
     }
@@ -500,11 +501,10 @@ async fn cors_preflights_are_answered_and_answers_carry_the_headers() {
         header(response.headers(), "access-control-allow-origin"),
         "*"
     );
-    assert!(
-        header(response.headers(), "access-control-expose-headers")
-            .to_ascii_lowercase()
-            .contains("x-request-id")
-    );
+    let exposed = header(response.headers(), "access-control-expose-headers").to_ascii_lowercase();
+    for name in ["x-request-id", "etag"] {
+        assert!(exposed.contains(name), "{exposed}");
+    }
     gateway.stop();
 
     // With a list, only the listed origins are allowed.

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use kit::api::{ApiError, ApiJson};
 use middleware::auth::{JwtKeys, RequireAuthLayer};
 use serde::Serialize;
@@ -14,7 +17,7 @@ use uuid::Uuid;
 
 use crate::cache::ProductCache;
 use crate::error;
-use crate::store::{Product, Store};
+use crate::store::{Product, Store, Updated};
 use crate::validate::{self, ProductInput};
 
 #[derive(Debug, Clone)]
@@ -77,23 +80,62 @@ async fn list(
     Ok(Json(Page { items, total }))
 }
 
+/// A product's version as an entity tag: its `updated_at` in microseconds, which every
+/// change (an update, a reservation, a release) moves on.
+fn etag(product: &Product) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", product.updated_at.timestamp_micros()))
+        .expect("digits and quotes make a valid header value")
+}
+
+/// A product with its `ETag`.
+fn versioned(product: Product) -> ([(HeaderName, HeaderValue); 1], Json<Product>) {
+    ([(ETAG, etag(&product))], Json(product))
+}
+
+/// What `If-Match` asks for: `Ok(None)` for any version (absent, or `*`), the version
+/// otherwise; `Err` for a tag this service never gave out (so it cannot match).
+fn expected_version(headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    if value == "*" {
+        return Ok(None);
+    }
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .and_then(|micros| micros.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(changed)
+}
+
+fn changed() -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition_failed",
+        "the product changed since it was read (If-Match); read it again",
+    )
+}
+
 async fn show(
     State(catalogue): State<Catalogue>,
     Path(id): Path<String>,
-) -> Result<Json<Product>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = product_id(&id)?;
     let product = catalogue
         .get(id)
         .await
         .map_err(error::database)?
         .ok_or_else(|| ApiError::not_found(format!("no product {id}")))?;
-    Ok(Json(product))
+    Ok(versioned(product))
 }
 
 async fn create(
     State(catalogue): State<Catalogue>,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<(StatusCode, Json<Product>), ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let fields = input.validate().map_err(ApiError::invalid)?;
     let product = catalogue
         .store
@@ -101,24 +143,32 @@ async fn create(
         .await
         .map_err(error::database)?;
     tracing::info!(product_id = %product.id, "Product created.");
-    Ok((StatusCode::CREATED, Json(product)))
+    Ok((StatusCode::CREATED, versioned(product)))
 }
 
+/// With `If-Match`, only if the product is still at the version read: stock is a whole
+/// figure here, and a reservation made since the read would otherwise be written over.
 async fn update(
     State(catalogue): State<Catalogue>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<ProductInput>,
-) -> Result<Json<Product>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     let id = product_id(&id)?;
+    let expected = expected_version(&headers)?;
     let fields = input.validate().map_err(ApiError::invalid)?;
-    let product = catalogue
+    let product = match catalogue
         .store
-        .update(id, &fields)
+        .update(id, &fields, expected)
         .await
         .map_err(error::database)?
-        .ok_or_else(|| ApiError::not_found(format!("no product {id}")))?;
+    {
+        Updated::Done(product) => product,
+        Updated::Missing => return Err(ApiError::not_found(format!("no product {id}"))),
+        Updated::Changed => return Err(changed()),
+    };
     catalogue.cache.invalidate(id).await;
-    Ok(Json(product))
+    Ok(versioned(product))
 }
 
 async fn remove(

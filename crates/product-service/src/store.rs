@@ -18,6 +18,16 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+/// How an update ended.
+#[derive(Debug)]
+pub enum Updated {
+    Done(Product),
+    /// No such product.
+    Missing,
+    /// The product is no longer at the version the caller read.
+    Changed,
+}
+
 /// Validated fields of a create or update.
 #[derive(Debug, Clone)]
 pub struct ProductFields {
@@ -99,23 +109,41 @@ impl Store {
         .await
     }
 
+    /// Replaces the fields of a product; with `expected`, only if it is still at that
+    /// version (its `updated_at`: a reservation or another update moves it on).
     pub async fn update(
         &self,
         id: Uuid,
         fields: &ProductFields,
-    ) -> Result<Option<Product>, sqlx::Error> {
-        sqlx::query_as(&format!(
+        expected: Option<DateTime<Utc>>,
+    ) -> Result<Updated, sqlx::Error> {
+        let updated: Option<Product> = sqlx::query_as(&format!(
             "UPDATE products SET name = $2, description = $3, price_cents = $4, stock = $5,
                     updated_at = now()
-             WHERE id = $1 RETURNING {COLUMNS}"
+             WHERE id = $1 AND ($6::timestamptz IS NULL OR updated_at = $6)
+             RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(&fields.name)
         .bind(&fields.description)
         .bind(fields.price_cents)
         .bind(fields.stock)
+        .bind(expected)
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        if let Some(product) = updated {
+            return Ok(Updated::Done(product));
+        }
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE id = $1)")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(if exists {
+            Updated::Changed
+        } else {
+            Updated::Missing
+        })
     }
 
     pub async fn delete(&self, id: Uuid) -> Result<bool, sqlx::Error> {

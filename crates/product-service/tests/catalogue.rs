@@ -526,3 +526,96 @@ async fn grpc_answers_on_its_own_http2_port_with_health() {
     );
     app.stop().await;
 }
+
+impl Running {
+    /// `PUT /products/{id}` with `If-Match` when given; the status, body and `ETag`.
+    async fn put_if_match(
+        &self,
+        id: &str,
+        if_match: Option<&str>,
+        body: Value,
+    ) -> (u16, Value, Option<String>) {
+        let mut request = self
+            .http
+            .put(format!("{}/products/{id}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body);
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let response = request.send().await.expect("answer");
+        let status = response.status().as_u16();
+        let etag = etag_of(&response);
+        let body = response.json().await.expect("json");
+        (status, body, etag)
+    }
+
+    async fn etag(&self, id: &str) -> String {
+        let response = self
+            .http
+            .get(format!("{}/products/{id}", self.base))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 200);
+        etag_of(&response).expect("an ETag")
+    }
+}
+
+fn etag_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().expect("text").to_owned())
+}
+
+#[tokio::test]
+async fn an_update_with_if_match_never_writes_over_a_change_it_did_not_see() {
+    let app = start().await;
+    let id = app.create("Mug", 500, 10).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let read = app.etag(&id).await;
+    assert_eq!(
+        app.etag(&id).await,
+        read,
+        "served from the cache, same version"
+    );
+    let edit = |stock: i64| json!({"name": "Mug", "price_cents": 500, "stock": stock});
+
+    // An order reserves 3 after the admin read the product.
+    let mut client = app.grpc_over_mesh().await;
+    client
+        .reserve_stock(reserve(&uuid::Uuid::now_v7().to_string(), &id, 3))
+        .await
+        .expect("reserved");
+    let (status, body, _) = app.put_if_match(&id, Some(&read), edit(10)).await;
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["error"]["code"], "precondition_failed");
+    assert_eq!(app.get(&id).await.1["stock"], 7, "the reservation survives");
+
+    // Read again, then write: accepted, and the answer carries the new version.
+    let fresh = app.etag(&id).await;
+    assert_ne!(fresh, read);
+    let (status, body, etag) = app.put_if_match(&id, Some(&fresh), edit(20)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stock"], 20);
+    let etag = etag.expect("an ETag");
+    assert_ne!(etag, fresh);
+    assert_eq!(app.etag(&id).await, etag);
+
+    // A tag this service never gave out matches nothing; `*` and no If-Match match any.
+    for foreign in ["\"not-a-version\"", "W/\"1\"", "1234"] {
+        let (status, _, _) = app.put_if_match(&id, Some(foreign), edit(1)).await;
+        assert_eq!(status, 412, "{foreign}");
+    }
+    assert_eq!(app.put_if_match(&id, Some("*"), edit(21)).await.0, 200);
+    assert_eq!(app.put_if_match(&id, None, edit(22)).await.0, 200);
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        app.put_if_match(&missing, Some(&etag), edit(1)).await.0,
+        404
+    );
+    app.stop().await;
+}
