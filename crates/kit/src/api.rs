@@ -54,13 +54,19 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
-    /// A failed database call: 503 when Postgres cannot be reached or no pooled connection
-    /// freed up in time (worth retrying later), otherwise a 500 that hides the cause.
+    /// A failed database call: 503 when Postgres cannot be reached, is shutting down or is
+    /// full (worth retrying later); 422 when it refused a value the request carried (a NUL
+    /// character, a number out of range: bad input is never a 500, which the gateway's
+    /// breaker would count against the service); otherwise a 500 that hides the cause.
     /// `database` names it in the message ("the order database is unavailable").
     pub fn database(error: sqlx::Error, database: &str) -> Self {
         if database_unreachable(&error) {
             tracing::warn!(%error, "Database unavailable.");
             return Self::unavailable(format!("the {database} database is unavailable"));
+        }
+        if value_refused(&error) {
+            tracing::info!(%error, "A value was refused by the database.");
+            return Self::invalid("a field holds a value that cannot be stored");
         }
         Self::internal(error)
     }
@@ -82,10 +88,25 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Postgres is down or saturated, as opposed to a query that is wrong: what callers map to
-/// "unavailable" (HTTP 503, gRPC UNAVAILABLE).
+/// Postgres is down, shutting down or saturated, as opposed to a query that is wrong: what
+/// callers map to "unavailable" (HTTP 503, gRPC UNAVAILABLE). SQLSTATE classes 08
+/// (connection), 53 (insufficient resources: too many connections) and 57 (operator
+/// intervention: an admin shutdown, a crash recovery).
 pub fn database_unreachable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }),
+        _ => false,
+    }
+}
+
+/// Postgres refused a value (SQLSTATE class 22, data exception): the input's fault.
+pub fn value_refused(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("22")))
 }
 
 /// `Json<T>` with rejections in the contract's shape.
@@ -168,6 +189,43 @@ mod tests {
                 .to_owned()
         };
         (status, code)
+    }
+
+    /// The error the real server answers `sql` with (`$1` bound to `value`).
+    async fn failure_of(sql: &str, value: &str) -> sqlx::Error {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::PgConnection::connect(&format!("{}/postgres", testkit::postgres_base()))
+                .await
+                .expect("postgres");
+        sqlx::query(sql)
+            .bind(value)
+            .execute(&mut conn)
+            .await
+            .expect_err("the statement fails")
+    }
+
+    #[tokio::test]
+    async fn database_failures_answer_by_whose_fault_they_are() {
+        let status = |error| ApiError::database(error, "test").status.as_u16();
+        // A value from the request that Postgres refuses: the input's fault.
+        assert_eq!(status(failure_of("SELECT $1::text", "a\u{0}b").await), 422);
+        assert_eq!(
+            status(failure_of("SELECT $1::int", "99999999999").await),
+            422
+        );
+        // Postgres going away or full: worth another attempt later.
+        let terminated = "SELECT pg_terminate_backend(pg_backend_pid()) WHERE $1 = $1";
+        assert_eq!(status(failure_of(terminated, "x").await), 503);
+        assert_eq!(status(sqlx::Error::PoolClosed), 503);
+        assert_eq!(status(sqlx::Error::PoolTimedOut), 503);
+        // A query that is wrong: ours, and nothing of it is shown.
+        let wrong = ApiError::database(
+            failure_of("SELECT * FROM nowhere_at_all WHERE $1 = $1", "x").await,
+            "test",
+        );
+        assert_eq!(wrong.status.as_u16(), 500);
+        assert_eq!(wrong.message, "internal error");
     }
 
     #[tokio::test]

@@ -9,6 +9,10 @@ pub fn database_status(error: sqlx::Error, database: &str) -> tonic::Status {
         tracing::warn!(%error, "Database unavailable.");
         return tonic::Status::unavailable(format!("the {database} database is unavailable"));
     }
+    if kit::api::value_refused(&error) {
+        tracing::info!(%error, "A value was refused by the database.");
+        return tonic::Status::invalid_argument("a field holds a value that cannot be stored");
+    }
     tracing::error!(%error, "Internal error.");
     tonic::Status::internal("internal error")
 }

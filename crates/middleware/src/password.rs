@@ -62,6 +62,14 @@ pub async fn verify_against_dummy(password: String) {
     }
 }
 
+/// Computes the dummy hash now, at start-up, so the first login with an unknown email does
+/// not pay for it (and take longer than a wrong password would).
+pub async fn prepare_dummy_hash() {
+    if tokio::task::spawn_blocking(dummy_hash).await.is_err() {
+        tracing::warn!("the dummy password hash was not prepared");
+    }
+}
+
 /// The hash [`verify_against_dummy`] checks against, computed on first use.
 fn dummy_hash() -> Option<&'static str> {
     static DUMMY: OnceLock<Option<String>> = OnceLock::new();

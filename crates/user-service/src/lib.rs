@@ -50,6 +50,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let (host, pool) = Host::with_database(&config.service, &MIGRATOR).await?;
         let keys = JwtKeys::new(&config.jwt)?;
+        middleware::password::prepare_dummy_hash().await;
         let hosted = host
             .serve(router(Store::new(pool), keys), config.service.http_addr)
             .await?;

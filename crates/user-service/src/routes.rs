@@ -72,7 +72,16 @@ async fn login(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<Login>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    if input.password.len() > validate::MAX_PASSWORD {
+        // No account has such a password (registration refuses them), and hashing it would
+        // cost as much as its length: refused without looking.
+        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+    }
     let email = validate::normalise_email(&input.email);
+    if validate::check_email(&email).is_err() {
+        // Not an address registration accepts, so no account has it.
+        return Err(ApiError::unauthorized(BAD_CREDENTIALS));
+    }
     let Some(credentials) = state
         .store
         .credentials(&email)

@@ -5,8 +5,19 @@ pub fn normalise_email(email: &str) -> String {
     email.trim().to_lowercase()
 }
 
-/// A pragmatic check (one `@`, a dotted domain, no spaces, at most 254 characters); whether
-/// the address exists is for a confirmation mail to find out, not a regex.
+/// Characters that print as nothing: two addresses differing only by them would look the
+/// same and be two accounts.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+        )
+}
+
+/// A pragmatic check (one `@`, a dotted domain, no spaces or invisible characters, at most
+/// 254 characters); whether the address exists is for a confirmation mail to find out, not
+/// a regex.
 pub fn check_email(email: &str) -> Result<(), String> {
     let Some((local, domain)) = email.split_once('@') else {
         return Err("email must contain @".into());
@@ -14,7 +25,10 @@ pub fn check_email(email: &str) -> Result<(), String> {
     if email.len() > 254 {
         return Err("email is longer than 254 characters".into());
     }
-    if local.is_empty() || domain.contains('@') || email.chars().any(char::is_whitespace) {
+    if local.is_empty()
+        || domain.contains('@')
+        || email.chars().any(|c| c.is_whitespace() || is_invisible(c))
+    {
         return Err("email is not an address".into());
     }
     let labels: Vec<_> = domain.split('.').collect();
@@ -49,6 +63,9 @@ pub fn check_name(name: &str) -> Result<String, String> {
     if name.chars().count() > 200 {
         return Err("name is longer than 200 characters".into());
     }
+    if name.chars().any(char::is_control) {
+        return Err("name must not contain control characters".into());
+    }
     Ok(name.to_owned())
 }
 
@@ -70,6 +87,9 @@ mod tests {
             "ann@@example.com",
             "a nn@example.com",
             "ann@example..com",
+            "a\u{0}nn@example.com",
+            "ann\u{200B}@example.com",
+            "ann@exam\u{FEFF}ple.com",
         ] {
             assert!(check_email(bad).is_err(), "{bad:?}");
         }
@@ -87,5 +107,7 @@ mod tests {
     fn names() {
         assert_eq!(check_name("  Ann  "), Ok("Ann".into()));
         assert!(check_name("   ").is_err());
+        assert!(check_name("An\u{0}n").is_err());
+        assert!(check_name("Zoë Ann-Marie").is_ok());
     }
 }

@@ -129,6 +129,13 @@ async fn unknown_email_and_wrong_password_get_the_same_401() {
     assert_eq!(wrong.0, 401);
     assert_eq!(wrong, unknown, "no way to tell which emails exist");
     assert_eq!(wrong.1["error"]["code"], "unauthorized");
+    // Logins no account could match get the same answer, never a 500.
+    for body in [
+        json!({"email": "a\u{0}nn@example.com", "password": "correct horse"}),
+        json!({"email": address, "password": "x".repeat(100_000)}),
+    ] {
+        assert_eq!(app.post("/login", body).await, wrong);
+    }
     app.stop().await;
 }
 
@@ -151,6 +158,20 @@ async fn bad_registrations_are_refused_with_the_right_status() {
         (json!({"email": email(), "password": "long enough"}), 422),
         (
             json!({"email": 42, "password": "long enough", "name": "A"}),
+            422,
+        ),
+        // Characters Postgres refuses, or that print as nothing: refused up front, not a
+        // 500 from the database (which the gateway's breaker would count).
+        (
+            json!({"email": "a\u{0}nn@example.com", "password": "long enough", "name": "A"}),
+            422,
+        ),
+        (
+            json!({"email": "ann\u{200b}@example.com", "password": "long enough", "name": "A"}),
+            422,
+        ),
+        (
+            json!({"email": email(), "password": "long enough", "name": "A\u{0}nn"}),
             422,
         ),
     ];
