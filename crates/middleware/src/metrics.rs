@@ -79,7 +79,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let started = Instant::now();
         // Cheap clones (a standard method is inline, a matched path shared): no label text
-        // is copied per request.
+        // is copied per request, and a made-up method is labelled `other`.
         let method = request.method().clone();
         let route = request.extensions().get::<MatchedPath>().cloned();
         let layer = self.layer.clone();
@@ -88,7 +88,7 @@ where
             let result = inner.call(request).await;
             let status = result.as_ref().ok().map(|response| response.status());
             let labels = [
-                method.as_str(),
+                method_label(&method),
                 route.as_ref().map_or("unmatched", MatchedPath::as_str),
                 status.as_ref().map_or("error", http::StatusCode::as_str),
             ];
@@ -99,6 +99,23 @@ where
                 .observe(started.elapsed().as_secs_f64());
             result
         })
+    }
+}
+
+/// The method as a label; any method outside HTTP's standard ones is `other`, or each
+/// made-up method a client sends would add a series (and a histogram) for good.
+fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
     }
 }
 
@@ -133,5 +150,29 @@ mod tests {
             text.contains("http_server_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn made_up_methods_share_one_series() {
+        let metrics = kit::Metrics::new("test");
+        let router = Router::new()
+            .route("/x", axum::routing::any(|| async { "ok" }))
+            .layer(HttpMetricsLayer::new(&metrics));
+        for method in ["X0", "X1", "FROB"] {
+            let request = Request::builder()
+                .method(method)
+                .uri("/x")
+                .body(axum::body::Body::empty())
+                .expect("request");
+            router.clone().oneshot(request).await.expect("answer");
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"http_server_requests_total{method="other",route="/x",status="200",service="test"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("X0"), "{text}");
     }
 }
