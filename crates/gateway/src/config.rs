@@ -73,14 +73,8 @@ impl Config {
                 "expected a positive number of bytes",
             ));
         }
-        let request_timeout = env.duration_or("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?;
-        if request_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "REQUEST_TIMEOUT",
-                &env.string_or("REQUEST_TIMEOUT", ""),
-                "expected a positive duration such as 10s",
-            ));
-        }
+        let request_timeout =
+            env.positive_duration_or("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?;
         Ok(Self {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
             transport: env.parse_or("MESH_TRANSPORT", Transport::Nats)?,

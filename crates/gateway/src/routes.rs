@@ -13,11 +13,12 @@ use axum::http::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER,
 };
 use axum::http::{HeaderName, Method, Uri};
-use axum::middleware::{Next, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state, map_request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
 use kit::api::ApiError;
+use mesh::rpc::TIMEOUT_HEADER;
 use middleware::auth::{AuthError, JwtKeys, bearer_token};
 use middleware::deadline::DeadlineLayer;
 use middleware::metrics::HttpMetricsLayer;
@@ -77,8 +78,12 @@ pub fn router(
             config.rate_limit_per_second,
             config.rate_limit_burst,
         ))
-        // The request's whole budget; the channel sends what is left to the upstream, so
-        // every hop behind the gateway shares it.
+        // The request's whole budget, set here and nowhere else: a client's own
+        // `mesh-timeout-ms` (the mesh's header, not the public contract) is dropped, or a
+        // budget of 0 ms would make any upstream look slow and open its circuit for all.
+        .layer(map_request(drop_client_budget))
+        // The channel sends what is left to the upstream, so every hop behind the gateway
+        // shares it.
         .layer(DeadlineLayer::new(config.request_timeout));
 
     let forwarding = Router::new()
@@ -125,6 +130,11 @@ async fn to_product(State(state): State<Forwarding>, request: Request) -> Respon
 
 async fn to_order(State(state): State<Forwarding>, request: Request) -> Response {
     forward(state.upstreams.order.clone(), state.max_body, request).await
+}
+
+async fn drop_client_budget(mut request: Request) -> Request {
+    request.headers_mut().remove(TIMEOUT_HEADER);
+    request
 }
 
 async fn no_route(uri: Uri) -> ApiError {

@@ -607,6 +607,31 @@ async fn request_ids_headers_queries_and_bodies_are_forwarded() {
 }
 
 #[tokio::test]
+async fn a_client_cannot_shorten_the_budget_and_open_an_upstreams_circuit() {
+    let nats = nats().await;
+    let names = fresh_names();
+    let products = serve_echo(&nats, &names.product).await;
+    let gateway = start_gateway(&names, &[]).await;
+    // More than enough to open the breaker, were each a 504 counted against product-service.
+    for _ in 0..30 {
+        let response = gateway
+            .http
+            .get(gateway.url("/products/p-1"))
+            .header("mesh-timeout-ms", "0")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "the gateway sets the budget"
+        );
+    }
+    gateway.stop();
+    products.shutdown().await;
+}
+
+#[tokio::test]
 async fn openapi_json_describes_the_contract() {
     let gateway = start_gateway(&fresh_names(), &[]).await;
     let (status, headers, doc) = gateway.send(Method::GET, "/openapi.json", None, None).await;
