@@ -118,12 +118,15 @@ impl BridgeConfig {
             group: saga
                 .topics
                 .group(&env.string_or("BRIDGE_GROUP", DEFAULT_GROUP)),
-            duplicate_window: positive(env, "BRIDGE_DUPLICATE_WINDOW", DEFAULT_DUPLICATE_WINDOW)?,
+            duplicate_window: env
+                .positive_duration_or("BRIDGE_DUPLICATE_WINDOW", DEFAULT_DUPLICATE_WINDOW)?,
             max_in_flight,
-            ack_timeout: positive(env, "BRIDGE_ACK_TIMEOUT", Duration::from_secs(5))?,
-            commit_interval: positive(env, "BRIDGE_COMMIT_INTERVAL", Duration::from_millis(100))?,
+            ack_timeout: env.positive_duration_or("BRIDGE_ACK_TIMEOUT", Duration::from_secs(5))?,
+            commit_interval: env
+                .positive_duration_or("BRIDGE_COMMIT_INTERVAL", Duration::from_millis(100))?,
             commit_batch,
-            lag_interval: positive(env, "BRIDGE_LAG_INTERVAL", Duration::from_secs(2))?,
+            lag_interval: env
+                .positive_duration_or("BRIDGE_LAG_INTERVAL", Duration::from_secs(2))?,
             status_subject,
             reverse,
             kafka: saga.kafka,
@@ -134,20 +137,6 @@ impl BridgeConfig {
     pub fn stream_subjects(&self) -> Vec<String> {
         contracts::subjects::stream_subjects(&self.subject_prefix)
     }
-}
-
-/// A duration that must not be zero (intervals and timeouts of zero make no sense, and a
-/// zero `tokio::time::interval` panics).
-fn positive(env: &Env, name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = env.duration_or(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(
-            name,
-            env.get(name).unwrap_or("0"),
-            "must be above zero",
-        ));
-    }
-    Ok(value)
 }
 
 fn parse_topics(raw: &str) -> Result<Vec<String>, ConfigError> {

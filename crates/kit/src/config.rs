@@ -119,6 +119,24 @@ impl Env {
             }
         }
     }
+    /// As [`Env::duration_or`], for an interval, timeout or TTL: zero is refused (a zero
+    /// sweep interval spins, a zero payment timeout cancels every order, a zero
+    /// `tokio::time::interval` panics).
+    pub fn positive_duration_or(
+        &self,
+        name: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.duration_or(name, default)?;
+        if value.is_zero() {
+            return Err(ConfigError::invalid(
+                name,
+                self.get(name).unwrap_or("0"),
+                "expected a duration above zero, such as 10s",
+            ));
+        }
+        Ok(value)
+    }
 }
 
 /// Parses `250ms`, `30s`, `2m`, `1h` or a bare number of seconds.
@@ -317,6 +335,26 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("3 weeks").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn intervals_and_timeouts_cannot_be_zero() {
+        let env = Env::from_pairs([("SWEEP", "0s"), ("TIMEOUT", "0"), ("TTL", "250ms")]);
+        let default = Duration::from_secs(1);
+        for name in ["SWEEP", "TIMEOUT"] {
+            let error = env.positive_duration_or(name, default).expect_err("zero");
+            assert_eq!(error.variable(), name);
+        }
+        assert_eq!(
+            env.positive_duration_or("TTL", default),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(env.positive_duration_or("UNSET", default), Ok(default));
+        assert_eq!(
+            env.duration_or("SWEEP", default),
+            Ok(Duration::ZERO),
+            "where zero makes sense"
+        );
     }
 
     #[test]

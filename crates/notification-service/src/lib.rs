@@ -67,7 +67,7 @@ impl DeliverySettings {
         }
         Ok(Self {
             max_attempts,
-            retry_base: env.duration_or("NOTIFY_RETRY_BASE", Self::DEFAULT_RETRY_BASE)?,
+            retry_base: env.positive_duration_or("NOTIFY_RETRY_BASE", Self::DEFAULT_RETRY_BASE)?,
         })
     }
 

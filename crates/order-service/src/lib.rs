@@ -65,8 +65,10 @@ impl Config {
                 "PRODUCT_GRPC_URL",
                 http::Uri::from_static("http://127.0.0.1:50052"),
             )?,
-            payment_timeout: env.duration_or("ORDER_PAYMENT_TIMEOUT", Duration::from_secs(30))?,
-            sweep_interval: env.duration_or("ORDER_SWEEP_INTERVAL", Duration::from_secs(1))?,
+            payment_timeout: env
+                .positive_duration_or("ORDER_PAYMENT_TIMEOUT", Duration::from_secs(30))?,
+            sweep_interval: env
+                .positive_duration_or("ORDER_SWEEP_INTERVAL", Duration::from_secs(1))?,
         })
     }
 }

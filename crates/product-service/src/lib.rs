@@ -49,7 +49,7 @@ impl Config {
             service: ServiceConfig::from_env(env, DEFAULTS)?,
             jwt: JwtSettings::from_env(env)?,
             redis_url: env.string_or("REDIS_URL", "redis://127.0.0.1:6379"),
-            cache_ttl: env.duration_or("CACHE_TTL", Duration::from_secs(60))?,
+            cache_ttl: env.positive_duration_or("CACHE_TTL", Duration::from_secs(60))?,
             grpc_addr: env.parse_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], 50052)))?,
         })
     }
