@@ -33,7 +33,9 @@ pub(crate) fn producer(kafka: &KafkaSettings) -> Result<FutureProducer, KafkaErr
     kafka.producer_config().create()
 }
 
-/// Forwards until `stop`, then waits (briefly) for the deliveries in flight.
+/// Forwards until `stop`; then leaves the subject, forwards what NATS delivered already
+/// (dropped, it would be lost: there is nothing to replay it from), and waits (briefly) for
+/// the deliveries in flight.
 pub(crate) async fn run(
     mut subscriber: async_nats::Subscriber,
     producer: FutureProducer,
@@ -55,6 +57,15 @@ pub(crate) async fn run(
         }
     }
     let drain = async {
+        if let Err(error) = subscriber.unsubscribe().await {
+            tracing::debug!(%error, "Unsubscribe on stop.");
+        }
+        // Unsubscribed, the subscription still yields what it had buffered, then ends.
+        while let Some(message) = subscriber.next().await {
+            if let Some(delivery) = forward(&producer, &stats, &message).await {
+                deliveries.push(delivery);
+            }
+        }
         while let Some(outcome) = deliveries.next().await {
             account(&stats, outcome);
         }

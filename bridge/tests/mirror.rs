@@ -567,3 +567,48 @@ async fn configured_subjects_are_forwarded_to_kafka_with_key_and_headers() {
     bridge.stop().await;
     fixture.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_stopping_bridge_forwards_what_nats_already_delivered_to_it() {
+    const MESSAGES: usize = 3_000;
+    let fixture = Fixture::new().await;
+    let topic = testkit::unique_name("bridge_in");
+    ensure_topics(&settings(), &[&topic], PARTITIONS)
+        .await
+        .expect("topic");
+    let base = testkit::unique_name("in");
+    let mapping = format!("{base}.*=>{topic}");
+    let bridge = fixture.start(&[("BRIDGE_REVERSE", mapping.as_str())]).await;
+
+    let client = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("NATS");
+    for n in 0..MESSAGES {
+        client
+            .publish(format!("{base}.k{}", n % 7), n.to_string().into())
+            .await
+            .expect("published");
+    }
+    client.flush().await.expect("flushed");
+    // At once: some of the messages are still in the bridge's subscription.
+    bridge.stop().await;
+
+    let consumer: StreamConsumer = settings()
+        .group_consumer_config(&testkit::unique_name("group"))
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&topic]).expect("subscribed");
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < MESSAGES {
+        let record = tokio::time::timeout(WITHIN, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {MESSAGES} records reached Kafka", seen.len()))
+            .expect("no error");
+        let n: usize = std::str::from_utf8(record.payload().expect("payload"))
+            .expect("text")
+            .parse()
+            .expect("number");
+        assert!(seen.insert(n), "record {n} twice");
+    }
+    fixture.cleanup().await;
+}
