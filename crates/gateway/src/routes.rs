@@ -13,7 +13,7 @@ use axum::http::header::{
     AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, RETRY_AFTER,
 };
 use axum::http::{HeaderName, Method, Uri};
-use axum::middleware::{Next, from_fn_with_state, map_request};
+use axum::middleware::{Next, from_fn, from_fn_with_state, map_request};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use bytes::Bytes;
@@ -70,14 +70,17 @@ pub fn router(
         .layer(cors.clone())
         // Refuse a declared body over the limit before anything else reads it.
         .layer(from_fn_with_state(config.max_body_bytes, limit_body))
-        // Verify a bearer token when there is one, so the rate limit keys by user; a
-        // protected route without a valid token stops here.
+        // Verify a bearer token when there is one, so the rate limit keys by user.
         .layer(from_fn_with_state(keys, authenticate))
-        // Per user (or per IP when anonymous): 429 with Retry-After.
+        // Per user (or per IP when anonymous, or when the token failed): 429 with
+        // Retry-After.
         .layer(RateLimitLayer::new(
             config.rate_limit_per_second,
             config.rate_limit_burst,
         ))
+        // A protected route without a valid token stops here, after the rate limit
+        // counted it: guessing tokens costs what any other request costs.
+        .layer(from_fn(refuse_unauthenticated))
         // The request's whole budget, set here and nowhere else: a client's own
         // `mesh-timeout-ms` (the mesh's header, not the public contract) is dropped, or a
         // budget of 0 ms would make any upstream look slow and open its circuit for all.
@@ -190,6 +193,10 @@ async fn limit_body(State(max_body): State<usize>, request: Request, next: Next)
 /// limit keys by user). On a protected route a missing or invalid token is a 401 here; on a
 /// public route a bad token is ignored. The `Authorization` header is forwarded unchanged
 /// either way, and the upstream verifies it again.
+/// Why a protected route's request will be answered 401, once the rate limit has seen it.
+#[derive(Debug, Clone)]
+struct Refused(AuthError);
+
 async fn authenticate(State(keys): State<JwtKeys>, mut request: Request, next: Next) -> Response {
     let required = requires_token(request.method(), request.uri().path());
     let verified = bearer_token(request.headers()).and_then(|token| keys.verify(token));
@@ -197,13 +204,22 @@ async fn authenticate(State(keys): State<JwtKeys>, mut request: Request, next: N
         Ok(claims) => {
             request.extensions_mut().insert(claims);
         }
-        Err(error) if required => return error.into_response(),
+        Err(error) if required => {
+            request.extensions_mut().insert(Refused(error));
+        }
         Err(AuthError::MissingToken) => {}
         Err(error) => {
             tracing::debug!(%error, "Unusable token on a public route; the upstream decides.");
         }
     }
     next.run(request).await
+}
+
+async fn refuse_unauthenticated(request: Request, next: Next) -> Response {
+    match request.extensions().get::<Refused>() {
+        Some(Refused(error)) => error.clone().into_response(),
+        None => next.run(request).await,
+    }
 }
 
 /// The routes the contract guards with a bearer token: `/profile`, every `/orders*`, and

@@ -371,6 +371,29 @@ async fn a_body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
+async fn requests_with_a_bad_token_count_against_the_rate_limit() {
+    let names = fresh_names();
+    let gateway = start_gateway(
+        &names,
+        &[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "2")],
+    )
+    .await;
+    // Guessing tokens on a protected route: refused, and counted per address.
+    for _ in 0..2 {
+        let (status, _, body) = gateway
+            .send(Method::GET, "/profile", Some("not-a-token"), None)
+            .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, headers, body) = gateway
+        .send(Method::GET, "/profile", Some("not-a-token"), None)
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    gateway.stop();
+}
+
+#[tokio::test]
 async fn the_rate_limit_answers_429_with_retry_after_per_client() {
     let nats = nats().await;
     let names = fresh_names();

@@ -275,7 +275,7 @@ impl fmt::Debug for IssuedToken {
 }
 
 /// Why a request is not authenticated (or, for [`AuthError::Keys`], why we cannot tell).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("missing bearer token")]
     MissingToken,
