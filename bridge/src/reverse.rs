@@ -57,10 +57,11 @@ pub(crate) async fn run(
         }
     }
     let drain = async {
-        if let Err(error) = subscriber.unsubscribe().await {
-            tracing::debug!(%error, "Unsubscribe on stop.");
+        // Unsubscribes, then lets through what NATS sent before the unsubscription (a PING
+        // round trip marks the end of it), then ends the subscription.
+        if let Err(error) = subscriber.drain().await {
+            tracing::debug!(%error, "Drain on stop.");
         }
-        // Unsubscribed, the subscription still yields what it had buffered, then ends.
         while let Some(message) = subscriber.next().await {
             if let Some(delivery) = forward(&producer, &stats, &message).await {
                 deliveries.push(delivery);

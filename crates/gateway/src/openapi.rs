@@ -288,7 +288,8 @@ mod contract {
         security(("bearer" = [])),
         request_body = ProductInput,
         responses(
-            (status = 201, description = "Created", body = Product),
+            (status = 201, description = "Created", body = Product,
+                headers(("ETag" = String, description = "The product's version, for If-Match on PUT"))),
             (status = 400, description = "Malformed JSON", body = ErrorBody),
             (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
             (status = 413, description = "Body too large", body = ErrorBody),

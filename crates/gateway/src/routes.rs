@@ -189,14 +189,15 @@ async fn limit_body(State(max_body): State<usize>, request: Request, next: Next)
     next.run(request).await
 }
 
-/// The optional token check. A valid token puts its `Claims` in the request (the rate
-/// limit keys by user). On a protected route a missing or invalid token is a 401 here; on a
-/// public route a bad token is ignored. The `Authorization` header is forwarded unchanged
-/// either way, and the upstream verifies it again.
 /// Why a protected route's request will be answered 401, once the rate limit has seen it.
 #[derive(Debug, Clone)]
 struct Refused(AuthError);
 
+/// The optional token check. A valid token puts its `Claims` in the request (the rate
+/// limit keys by user). On a protected route a missing or invalid token marks the request
+/// [`Refused`] (answered 401 by `refuse_unauthenticated`, after the rate limit); on a public
+/// route a bad token is ignored. The `Authorization` header is forwarded unchanged either
+/// way, and the upstream verifies it again.
 async fn authenticate(State(keys): State<JwtKeys>, mut request: Request, next: Next) -> Response {
     let required = requires_token(request.method(), request.uri().path());
     let verified = bearer_token(request.headers()).and_then(|token| keys.verify(token));

@@ -65,7 +65,8 @@ impl ApiError {
             return Self::unavailable(format!("the {database} database is unavailable"));
         }
         if value_refused(&error) {
-            tracing::info!(%error, "A value was refused by the database.");
+            // Warned about: almost always the input, but a query of ours can cause it too.
+            tracing::warn!(%error, "A value was refused by the database.");
             return Self::invalid("a field holds a value that cannot be stored");
         }
         Self::internal(error)
@@ -91,14 +92,16 @@ impl IntoResponse for ApiError {
 /// Postgres is down, shutting down or saturated, as opposed to a query that is wrong: what
 /// callers map to "unavailable" (HTTP 503, gRPC UNAVAILABLE). SQLSTATE classes 08
 /// (connection), 53 (insufficient resources: too many connections) and 57 (operator
-/// intervention: an admin shutdown, a crash recovery).
+/// intervention: an admin shutdown, a crash recovery), but for 57014: a statement timeout
+/// is a query too slow, which trying again would only repeat.
 pub fn database_unreachable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            ["08", "53", "57"]
-                .iter()
-                .any(|class| code.starts_with(class))
+            code != "57014"
+                && ["08", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
         }),
         _ => false,
     }
@@ -205,6 +208,19 @@ mod tests {
             .expect_err("the statement fails")
     }
 
+    /// The error the real server answers a script of several statements with.
+    async fn failure_of_script(sql: &str) -> sqlx::Error {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::PgConnection::connect(&format!("{}/postgres", testkit::postgres_base()))
+                .await
+                .expect("postgres");
+        sqlx::raw_sql(sql)
+            .execute(&mut conn)
+            .await
+            .expect_err("the script fails")
+    }
+
     #[tokio::test]
     async fn database_failures_answer_by_whose_fault_they_are() {
         let status = |error| ApiError::database(error, "test").status.as_u16();
@@ -219,6 +235,9 @@ mod tests {
         assert_eq!(status(failure_of(terminated, "x").await), 503);
         assert_eq!(status(sqlx::Error::PoolClosed), 503);
         assert_eq!(status(sqlx::Error::PoolTimedOut), 503);
+        // A statement timeout: the query is too slow, not the database gone.
+        let slow = "SET statement_timeout = 10; SELECT pg_sleep(1)";
+        assert_eq!(status(failure_of_script(slow).await), 500);
         // A query that is wrong: ours, and nothing of it is shown.
         let wrong = ApiError::database(
             failure_of("SELECT * FROM nowhere_at_all WHERE $1 = $1", "x").await,

@@ -92,9 +92,10 @@ fn versioned(product: Product) -> ([(HeaderName, HeaderValue); 1], Json<Product>
     ([(ETAG, etag(&product))], Json(product))
 }
 
-/// What `If-Match` asks for: `Ok(None)` for any version (absent, or `*`), the version
-/// otherwise; `Err` for a tag this service never gave out (so it cannot match).
-fn expected_version(headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, ApiError> {
+/// What `If-Match` asks for: `Ok(None)` for any version (absent, or `*`), else the versions
+/// it lists (`"a", "b"`); `Err` if it lists only tags this service never gave out, which
+/// match nothing.
+fn expected_versions(headers: &HeaderMap) -> Result<Option<Vec<DateTime<Utc>>>, ApiError> {
     let Some(value) = headers.get(IF_MATCH) else {
         return Ok(None);
     };
@@ -102,13 +103,27 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<DateTime<Utc>>, ApiErr
     if value == "*" {
         return Ok(None);
     }
-    value
-        .strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .and_then(|micros| micros.parse::<i64>().ok())
-        .and_then(DateTime::from_timestamp_micros)
-        .map(Some)
-        .ok_or_else(changed)
+    let versions: Vec<DateTime<Utc>> = value.split(',').filter_map(version_of).collect();
+    if versions.is_empty() {
+        return Err(changed());
+    }
+    Ok(Some(versions))
+}
+
+/// The version an entity tag of ours names: a quoted count of microseconds since 1970,
+/// before the year 10000 (a tag out of that range was never given out).
+fn version_of(tag: &str) -> Option<DateTime<Utc>> {
+    const YEAR_10000: i64 = 253_402_300_800_000_000;
+    let micros: i64 = tag
+        .trim()
+        .strip_prefix('"')?
+        .strip_suffix('"')?
+        .parse()
+        .ok()?;
+    (0..YEAR_10000)
+        .contains(&micros)
+        .then(|| DateTime::from_timestamp_micros(micros))
+        .flatten()
 }
 
 fn changed() -> ApiError {
@@ -155,11 +170,11 @@ async fn update(
     ApiJson(input): ApiJson<ProductInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = product_id(&id)?;
-    let expected = expected_version(&headers)?;
+    let expected = expected_versions(&headers)?;
     let fields = input.validate().map_err(ApiError::invalid)?;
     let product = match catalogue
         .store
-        .update(id, &fields, expected)
+        .update(id, &fields, expected.as_deref())
         .await
         .map_err(error::database)?
     {

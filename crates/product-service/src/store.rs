@@ -109,18 +109,18 @@ impl Store {
         .await
     }
 
-    /// Replaces the fields of a product; with `expected`, only if it is still at that
-    /// version (its `updated_at`: a reservation or another update moves it on).
+    /// Replaces the fields of a product; with `expected`, only if it is still at one of
+    /// those versions (its `updated_at`: a reservation or another update moves it on).
     pub async fn update(
         &self,
         id: Uuid,
         fields: &ProductFields,
-        expected: Option<DateTime<Utc>>,
+        expected: Option<&[DateTime<Utc>]>,
     ) -> Result<Updated, sqlx::Error> {
         let updated: Option<Product> = sqlx::query_as(&format!(
             "UPDATE products SET name = $2, description = $3, price_cents = $4, stock = $5,
                     updated_at = now()
-             WHERE id = $1 AND ($6::timestamptz IS NULL OR updated_at = $6)
+             WHERE id = $1 AND ($6::timestamptz[] IS NULL OR updated_at = ANY($6))
              RETURNING {COLUMNS}"
         ))
         .bind(id)

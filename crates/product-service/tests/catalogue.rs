@@ -609,10 +609,21 @@ async fn an_update_with_if_match_never_writes_over_a_change_it_did_not_see() {
     assert_eq!(app.etag(&id).await, etag);
 
     // A tag this service never gave out matches nothing; `*` and no If-Match match any.
-    for foreign in ["\"not-a-version\"", "W/\"1\"", "1234"] {
+    for foreign in [
+        "\"not-a-version\"",
+        "W/\"1\"",
+        "1234",
+        "\"-200000000000000000\"",
+        "\"999999999999999999\"",
+    ] {
         let (status, _, _) = app.put_if_match(&id, Some(foreign), edit(1)).await;
         assert_eq!(status, 412, "{foreign}");
     }
+    // A list matches if any of its tags does.
+    let list = format!("\"1\", {etag}");
+    let (status, _, etag) = app.put_if_match(&id, Some(&list), edit(23)).await;
+    assert_eq!(status, 200);
+    let etag = etag.expect("an ETag");
     assert_eq!(app.put_if_match(&id, Some("*"), edit(21)).await.0, 200);
     assert_eq!(app.put_if_match(&id, None, edit(22)).await.0, 200);
     let missing = uuid::Uuid::now_v7().to_string();
