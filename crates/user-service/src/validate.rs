@@ -1,8 +1,12 @@
 //! Input rules for users, kept apart from the handlers so they are tested on their own.
 
-/// Trimmed and lower-cased: `" Ann@Example.COM "` and `"ann@example.com"` are one account.
+use unicode_normalization::UnicodeNormalization;
+
+/// Trimmed, in Unicode's composed form (NFC) and lower-cased: `" Ann@Example.COM "` and
+/// `"ann@example.com"` are one account, and so are an `é` typed as one character and as
+/// `e` plus a combining accent, which look the same.
 pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    email.trim().nfc().collect::<String>().to_lowercase()
 }
 
 /// Characters that print as nothing: two addresses differing only by them would look the
@@ -76,6 +80,11 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(normalise_email("  Ann@Example.COM "), "ann@example.com");
+        assert_eq!(
+            normalise_email("Ren\u{0065}\u{0301}@example.com"),
+            normalise_email("Ren\u{00E9}@example.com"),
+            "a decomposed é is the composed one"
+        );
         assert!(check_email("ann@example.com").is_ok());
         assert!(check_email("a.b+tag@mail.example.co.uk").is_ok());
         for bad in [

@@ -197,13 +197,13 @@ async fn bad_registrations_are_refused_with_the_right_status() {
 #[tokio::test]
 async fn the_same_email_registers_once_even_concurrently() {
     let app = start().await;
-    let address = email();
+    let address = format!("renée.{}", email());
     let attempts = futures::future::join_all((0..6).map(|i| {
-        // Different spellings of one address.
-        let spelling = if i % 2 == 0 {
-            address.clone()
-        } else {
-            address.to_uppercase()
+        // Different spellings of one address: case, and é composed or decomposed.
+        let spelling = match i % 3 {
+            0 => address.clone(),
+            1 => address.to_uppercase(),
+            _ => address.replacen("renée", "rene\u{301}e", 1),
         };
         let app = &app;
         async move { app.register(&spelling, "correct horse").await.0 }
