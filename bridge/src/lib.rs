@@ -151,11 +151,17 @@ impl Bridge {
         ))
         .await
         .map_err(BridgeError::Service)?;
-        // With NATS up, the subscriptions are in place before `start` returns.
-        if !matches!(
-            tokio::time::timeout(config.ack_timeout, nats.flush()).await,
-            Ok(Ok(()))
-        ) {
+        // With NATS up, the subscriptions are in place before `start` returns. The client
+        // connects in the background (`retry_on_initial_connect`): a flush before it is
+        // connected fails at once and proves nothing, so wait for the connection first.
+        let subscribed = tokio::time::timeout(config.ack_timeout, async {
+            while nats.connection_state() != async_nats::connection::State::Connected {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            nats.flush().await
+        })
+        .await;
+        if !matches!(subscribed, Ok(Ok(()))) {
             tracing::warn!(url = %config.nats_url, "NATS not reachable yet; the bridge waits for it.");
         }
 
