@@ -60,11 +60,11 @@ impl ApiError {
     /// breaker would count against the service); otherwise a 500 that hides the cause.
     /// `database` names it in the message ("the order database is unavailable").
     pub fn database(error: sqlx::Error, database: &str) -> Self {
-        if database_unreachable(&error) {
+        if crate::db::unreachable(&error) {
             tracing::warn!(%error, "Database unavailable.");
             return Self::unavailable(format!("the {database} database is unavailable"));
         }
-        if value_refused(&error) {
+        if crate::db::value_refused(&error) {
             // Warned about: almost always the input, but a query of ours can cause it too.
             tracing::warn!(%error, "A value was refused by the database.");
             return Self::invalid("a field holds a value that cannot be stored");
@@ -87,29 +87,6 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::error::error_response::<axum::body::Body>(self.status, self.code, &self.message)
     }
-}
-
-/// Postgres is down, shutting down or saturated, as opposed to a query that is wrong: what
-/// callers map to "unavailable" (HTTP 503, gRPC UNAVAILABLE). SQLSTATE classes 08
-/// (connection), 53 (insufficient resources: too many connections) and 57 (operator
-/// intervention: an admin shutdown, a crash recovery), but for 57014: a statement timeout
-/// is a query too slow, which trying again would only repeat.
-pub fn database_unreachable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            code != "57014"
-                && ["08", "53", "57"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-        }),
-        _ => false,
-    }
-}
-
-/// Postgres refused a value (SQLSTATE class 22, data exception): the input's fault.
-pub fn value_refused(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(error) if error.code().is_some_and(|code| code.starts_with("22")))
 }
 
 /// `Json<T>` with rejections in the contract's shape.

@@ -117,3 +117,38 @@ pub async fn connect_and_migrate(
     migrator.run(&pool).await?;
     Ok(pool)
 }
+
+/// The SQLSTATE class (its first two characters) of a failure Postgres answered.
+fn sqlstate_class(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(error) => error.code().map(|code| code.chars().take(2).collect()),
+        _ => None,
+    }
+}
+
+/// Postgres is down, shutting down or saturated, as opposed to a query that is wrong: what
+/// callers map to "unavailable" (HTTP 503, gRPC UNAVAILABLE). SQLSTATE classes 08
+/// (connection), 53 (insufficient resources: too many connections) and 57 (operator
+/// intervention: an admin shutdown, a crash recovery), but for 57014: a statement timeout
+/// is a query too slow, which trying again would only repeat.
+pub fn unreachable(error: &sqlx::Error) -> bool {
+    let statement_timeout =
+        matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("57014"));
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)
+    ) || (!statement_timeout
+        && sqlstate_class(error).is_some_and(|class| ["08", "53", "57"].contains(&class.as_str())))
+}
+
+/// Postgres refused a value the statement carried (SQLSTATE class 22, data exception):
+/// almost always the input's fault.
+pub fn value_refused(error: &sqlx::Error) -> bool {
+    sqlstate_class(error).as_deref() == Some("22")
+}
+
+/// The statement broke a rule of the schema (SQLSTATE class 23: a unique, check, foreign
+/// key or not-null constraint): the same statement breaks it again.
+pub fn constraint_violated(error: &sqlx::Error) -> bool {
+    sqlstate_class(error).as_deref() == Some("23")
+}

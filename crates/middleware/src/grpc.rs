@@ -5,11 +5,11 @@
 /// (worth retrying), otherwise `INTERNAL`; neither reveals the cause, which is logged.
 /// `database` names it in the message ("the order database is unavailable").
 pub fn database_status(error: sqlx::Error, database: &str) -> tonic::Status {
-    if kit::api::database_unreachable(&error) {
+    if kit::db::unreachable(&error) {
         tracing::warn!(%error, "Database unavailable.");
         return tonic::Status::unavailable(format!("the {database} database is unavailable"));
     }
-    if kit::api::value_refused(&error) {
+    if kit::db::value_refused(&error) {
         tracing::info!(%error, "A value was refused by the database.");
         return tonic::Status::invalid_argument("a field holds a value that cannot be stored");
     }

@@ -37,15 +37,10 @@ impl From<sqlx::Error> for HandleError {
     }
 }
 
-/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation).
 fn fails_every_time(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Encode(_) => true,
-        sqlx::Error::Database(error) => error
-            .code()
-            .is_some_and(|code| code.starts_with("22") || code.starts_with("23")),
-        _ => false,
-    }
+    matches!(error, sqlx::Error::Encode(_))
+        || kit::db::value_refused(error)
+        || kit::db::constraint_violated(error)
 }
 
 /// An event that cannot be read (or built) now never will be.
