@@ -342,43 +342,24 @@ async fn a_crash_between_the_effect_and_the_offset_commit_changes_nothing() {
     stack.stop().await;
 }
 
-/// The order database's URL in `stack`.
-fn order_db(stack: &Stack) -> &str {
-    &stack.databases[1]
-}
-
-/// Polls `check` every 50 ms for up to 15 s.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_order_whose_row_cannot_be_written_gives_its_stock_back_and_spends_its_key() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let stack = start("60s").await;
     let user = Uuid::now_v7();
     let product = stack.product(100, 10).await;
-    let mut db = sqlx::PgConnection::connect(order_db(&stack))
-        .await
-        .expect("order database");
+    let db = stack.order_pool().await;
     // Every new order line is refused from now on: the order's transaction fails after the
     // stock was reserved.
-    db.execute("ALTER TABLE order_items ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
+    (&db)
+        .execute("ALTER TABLE order_items ADD CONSTRAINT refuse_all CHECK (false) NOT VALID")
         .await
         .expect("constraint");
 
     let (status, body) = stack.order(user, items(&product, 3), Some("spent")).await;
     assert_eq!(status, 500, "{body}");
     assert_eq!(body["error"]["message"], "internal error", "nothing leaks");
-    eventually("the reservation was given back", || async {
+    testkit::eventually("the reservation was given back", || async {
         stack.stock(&product).await == 10
     })
     .await;
@@ -389,28 +370,27 @@ async fn an_order_whose_row_cannot_be_written_gives_its_stock_back_and_spends_it
     assert_eq!(body["error"]["code"], "idempotency_key_spent");
     assert_eq!(stack.stock(&product).await, 10);
 
-    db.execute("ALTER TABLE order_items DROP CONSTRAINT refuse_all")
+    (&db)
+        .execute("ALTER TABLE order_items DROP CONSTRAINT refuse_all")
         .await
         .expect("constraint dropped");
     let (status, body) = stack.order(user, items(&product, 3), Some("fresh")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(stack.stock(&product).await, 7);
-    db.close().await.expect("closed");
+    db.close().await;
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn an_order_whose_caller_gives_up_half_way_is_still_written() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let stack = start("60s").await;
     let user = Uuid::now_v7();
     let product = stack.product(100, 10).await;
     // Holds every new order row back (reads go on), so the caller's deadline passes
     // between the reservation and the row.
-    let mut blocker = sqlx::PgConnection::connect(order_db(&stack))
-        .await
-        .expect("order database");
-    let mut held = blocker.begin().await.expect("transaction");
+    let db = stack.order_pool().await;
+    let mut held = db.begin().await.expect("transaction");
     held.execute("LOCK TABLE orders IN EXCLUSIVE MODE")
         .await
         .expect("lock");
@@ -428,42 +408,37 @@ async fn an_order_whose_caller_gives_up_half_way_is_still_written() {
     assert_eq!(stack.stock(&product).await, 8, "the stock was reserved");
 
     held.rollback().await.expect("lock released");
-    let reader = sqlx::PgPool::connect(order_db(&stack))
-        .await
-        .expect("order database");
-    eventually("the order was written after all", || async {
+    testkit::eventually("the order was written after all", || async {
         let count: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE user_id = $1")
             .bind(user)
-            .fetch_one(&reader)
+            .fetch_one(&db)
             .await
             .expect("count");
         count == 1
     })
     .await;
-    reader.close().await;
     assert_eq!(stack.stock(&product).await, 8, "held by the order, once");
-    blocker.close().await.expect("closed");
+    db.close().await;
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let stack = start("1s").await;
     let user = Uuid::now_v7();
     let product = stack.product(100, 100).await;
     // Any change to an order of 3 units (300 cents) fails, from before it exists.
-    let mut db = sqlx::PgConnection::connect(order_db(&stack))
-        .await
-        .expect("order database");
-    db.execute(
-        "CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS
+    let db = stack.order_pool().await;
+    (&db)
+        .execute(
+            "CREATE FUNCTION refuse_change() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN RAISE EXCEPTION 'this order is poisoned'; END $$;
          CREATE TRIGGER poisoned BEFORE UPDATE ON orders FOR EACH ROW
              WHEN (OLD.total_cents = 300) EXECUTE FUNCTION refuse_change();",
-    )
-    .await
-    .expect("trigger");
+        )
+        .await
+        .expect("trigger");
     // More stuck orders than the sweep takes at once, all older than the healthy one.
     let mut poisoned = Vec::new();
     for _ in 0..21 {
@@ -484,35 +459,17 @@ async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
         100 - 21 * 3,
         "the cancelled order's stock came back; the stuck ones keep their own"
     );
-    db.close().await.expect("closed");
+    db.close().await;
     stack.stop().await;
 }
 
-/// Runs `sql` (one statement, `$1` the order id) on the order database.
-async fn on_order_db(stack: &Stack, sql: &str, order_id: Uuid) {
-    let pool = sqlx::PgPool::connect(order_db(stack))
-        .await
-        .expect("order database");
-    sqlx::query(sql)
-        .bind(order_id)
-        .execute(&pool)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"));
-    pool.close().await;
-}
-
-async fn placement_count(stack: &Stack, condition: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(order_db(stack))
-        .await
-        .expect("order database");
-    let count = sqlx::query_scalar(&format!(
+async fn placement_count(db: &sqlx::PgPool, condition: &str) -> i64 {
+    sqlx::query_scalar(&format!(
         "SELECT count(*) FROM placements WHERE {condition}"
     ))
-    .fetch_one(&pool)
+    .fetch_one(db)
     .await
-    .expect("count");
-    pool.close().await;
-    count
+    .expect("count")
 }
 
 #[tokio::test]
@@ -524,8 +481,9 @@ async fn stock_held_by_a_placement_that_never_became_an_order_is_released_by_the
     assert_eq!(status, 201, "{order}");
     let id = Uuid::parse_str(order["id"].as_str().expect("id")).expect("uuid");
     assert_eq!(stack.stock(&product).await, 6);
+    let db = stack.order_pool().await;
     assert_eq!(
-        placement_count(&stack, "true").await,
+        placement_count(&db, "true").await,
         0,
         "a placed order leaves none"
     );
@@ -537,21 +495,26 @@ async fn stock_held_by_a_placement_that_never_became_an_order_is_released_by_the
         "DELETE FROM orders WHERE id = $1",
         "INSERT INTO placements (id, created_at) VALUES ($1, now() - interval '5 minutes')",
     ] {
-        on_order_db(&stack, sql, id).await;
+        sqlx::query(sql)
+            .bind(id)
+            .execute(&db)
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"));
     }
 
-    eventually("the sweep released the stock", || async {
+    testkit::eventually("the sweep released the stock", || async {
         stack.stock(&product).await == 10
     })
     .await;
-    eventually("the release was recorded", || async {
-        placement_count(&stack, "released_at IS NOT NULL").await == 1
+    testkit::eventually("the release was recorded", || async {
+        placement_count(&db, "released_at IS NOT NULL").await == 1
     })
     .await;
     let (status, body) = stack.order(user, items(&product, 4), Some("crashed")).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_spent");
     assert_eq!(stack.stock(&product).await, 10);
+    db.close().await;
     stack.stop().await;
 }
 
@@ -564,18 +527,21 @@ async fn the_sweep_never_releases_the_stock_of_an_order_that_was_written() {
     assert_eq!(status, 201, "{order}");
     let id = Uuid::parse_str(order["id"].as_str().expect("id")).expect("uuid");
     // A placement row the sweep finds old, for an order that exists: the order wins.
-    on_order_db(
-        &stack,
+    let db = stack.order_pool().await;
+    sqlx::query(
         "INSERT INTO placements (id, created_at) VALUES ($1, now() - interval '5 minutes')",
-        id,
     )
-    .await;
-    eventually("the sweep looked at it", || async {
-        placement_count(&stack, "true").await == 0
+    .bind(id)
+    .execute(&db)
+    .await
+    .expect("placement");
+    testkit::eventually("the sweep looked at it", || async {
+        placement_count(&db, "true").await == 0
     })
     .await;
     assert_eq!(stack.stock(&product).await, 7, "the order keeps its stock");
     let (_, order) = stack.get(user, &id.to_string()).await;
     assert_eq!(order["status"], "PENDING");
+    db.close().await;
     stack.stop().await;
 }

@@ -55,3 +55,16 @@ pub async fn drop_database(url: &str) {
         let _ = admin.close().await;
     }
 }
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after 15 s.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

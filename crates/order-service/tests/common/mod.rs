@@ -160,6 +160,13 @@ impl Stack {
         tokio::spawn(notifications.run_until_stopped());
     }
 
+    /// A pool on order-service's own database, to look at (or tamper with) its tables.
+    pub async fn order_pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.databases[1])
+            .await
+            .expect("order database")
+    }
+
     /// Notifications stored for an order (its events' keys), by event type.
     pub async fn notifications_for(&self, order_id: &str) -> Vec<(String, String)> {
         let Some(url) = &self.notifications_db else {
