@@ -203,13 +203,21 @@ async fn an_event_crosses_jetstream_with_every_attribute_intact_and_replays_are_
         .expect("cleanup");
 }
 
-#[tokio::test]
-async fn an_unacknowledged_jetstream_message_is_delivered_again() {
+/// A fresh stream holding one event, and a durable consumer on it with a one-second
+/// ack_wait.
+struct OneEvent {
+    events: EventStream,
+    stream: String,
+    sent: Event,
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+}
+
+async fn one_event_in_a_fresh_stream(name: &str, durable: &str) -> OneEvent {
     let client = async_nats::connect(testkit::nats_url())
         .await
         .expect("NATS");
     let events = EventStream::new(client);
-    let prefix = testkit::unique_name("jsredeliver");
+    let prefix = testkit::unique_name(name);
     let stream = prefix.to_uppercase();
     events
         .ensure_stream(
@@ -227,12 +235,28 @@ async fn an_unacknowledged_jetstream_message_is_delivered_again() {
     let consumer = events
         .durable_consumer(
             &stream,
-            "flaky",
+            durable,
             &[format!("{prefix}.>")],
             Duration::from_secs(1),
         )
         .await
         .expect("consumer");
+    OneEvent {
+        events,
+        stream,
+        sent,
+        consumer,
+    }
+}
+
+#[tokio::test]
+async fn an_unacknowledged_jetstream_message_is_delivered_again() {
+    let OneEvent {
+        events,
+        stream,
+        sent,
+        consumer,
+    } = one_event_in_a_fresh_stream("jsredeliver", "flaky").await;
     let mut messages = consumer.messages().await.expect("messages");
     let first = tokio::time::timeout(Duration::from_secs(10), messages.next())
         .await
@@ -258,34 +282,12 @@ async fn an_unacknowledged_jetstream_message_is_delivered_again() {
 
 #[tokio::test]
 async fn a_handler_slower_than_ack_wait_is_not_handed_the_message_twice() {
-    let client = async_nats::connect(testkit::nats_url())
-        .await
-        .expect("NATS");
-    let events = EventStream::new(client);
-    let prefix = testkit::unique_name("jsslow");
-    let stream = prefix.to_uppercase();
-    events
-        .ensure_stream(
-            &stream,
-            vec![format!("{prefix}.>")],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("stream");
-    let sent = event("k", 1);
-    events
-        .publish(&format!("{prefix}.t.k"), &sent, None)
-        .await
-        .expect("acked");
-    let consumer = events
-        .durable_consumer(
-            &stream,
-            "slow",
-            &[format!("{prefix}.>")],
-            Duration::from_secs(1),
-        )
-        .await
-        .expect("consumer");
+    let OneEvent {
+        events,
+        stream,
+        consumer,
+        ..
+    } = one_event_in_a_fresh_stream("jsslow", "slow").await;
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let handled = std::sync::Arc::clone(&calls);
     let stop = CancellationToken::new();
