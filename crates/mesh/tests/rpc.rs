@@ -17,7 +17,7 @@ use contracts::product::{
     ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
 };
 use http_body_util::{BodyExt, Full};
-use mesh::rpc::{Channel, MESH_ERROR_HEADER, ServeOptions, Transport, serve};
+use mesh::rpc::{Channel, MESH_ERROR_HEADER, MeshServer, ServeOptions, Transport, serve};
 use tower::ServiceExt;
 
 async fn nats() -> async_nats::Client {
@@ -466,6 +466,21 @@ impl ProductService for OneProduct {
     }
 }
 
+/// [`OneProduct`] served over NATS under a fresh name, and a channel to it.
+async fn one_product_over_nats() -> (MeshServer, Channel) {
+    let client = nats().await;
+    let name = testkit::unique_name("grpc");
+    let server = serve(
+        client.clone(),
+        &name,
+        ProductServiceServer::new(OneProduct),
+        ServeOptions::default(),
+    )
+    .await
+    .expect("serve");
+    (server, Channel::nats(client, &name))
+}
+
 async fn exercise_grpc(channel: Channel) {
     let mut client = ProductServiceClient::new(channel);
     let product = client
@@ -494,32 +509,14 @@ async fn exercise_grpc(channel: Channel) {
 
 #[tokio::test]
 async fn a_tonic_client_runs_unchanged_over_nats() {
-    let client = nats().await;
-    let name = testkit::unique_name("grpc");
-    let _server = serve(
-        client.clone(),
-        &name,
-        ProductServiceServer::new(OneProduct),
-        ServeOptions::default(),
-    )
-    .await
-    .expect("serve");
-    exercise_grpc(Channel::nats(client, &name)).await;
+    let (_server, channel) = one_product_over_nats().await;
+    exercise_grpc(channel).await;
 }
 
 #[tokio::test]
 async fn a_grpc_answer_too_large_for_nats_is_resource_exhausted_not_retryable() {
-    let client = nats().await;
-    let name = testkit::unique_name("grpc");
-    let _server = serve(
-        client.clone(),
-        &name,
-        ProductServiceServer::new(OneProduct),
-        ServeOptions::default(),
-    )
-    .await
-    .expect("serve");
-    let mut products = ProductServiceClient::new(Channel::nats(client, &name));
+    let (_server, channel) = one_product_over_nats().await;
+    let mut products = ProductServiceClient::new(channel);
     let status = products
         .get_product(GetProductRequest { id: "huge".into() })
         .await
@@ -585,17 +582,8 @@ async fn a_panicking_handler_costs_its_request_a_500_not_the_endpoint() {
 
 #[tokio::test]
 async fn the_channel_deadline_is_a_grpc_deadline_exceeded() {
-    let client = nats().await;
-    let name = testkit::unique_name("grpc_deadline");
-    let _server = serve(
-        client.clone(),
-        &name,
-        ProductServiceServer::new(OneProduct),
-        ServeOptions::default(),
-    )
-    .await
-    .expect("serve");
-    let channel = Channel::nats(client, &name).with_timeout(Duration::from_millis(100));
+    let (_server, channel) = one_product_over_nats().await;
+    let channel = channel.with_timeout(Duration::from_millis(100));
     let status = ProductServiceClient::new(channel)
         .check_availability(CheckAvailabilityRequest::default())
         .await
