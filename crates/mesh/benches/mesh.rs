@@ -9,6 +9,13 @@
 //! 3. **Channel over HTTP/2**: the same router on `kit::server::HttpServer` (TCP_NODELAY on),
 //!    called through [`Channel::http`].
 //!
+//! The services run in a second process, started from this same executable, and the callers
+//! in this one, each on tokio's default runtime: a caller and a service are two processes in
+//! production, and in one shared runtime a request's whole round trip can run on one worker,
+//! which flatters the transport with the fewest hops (HTTP/2) in a way no deployment sees.
+//! `BENCH_ONE_PROCESS=1` runs everything in one process and runtime instead (the layout to
+//! profile with callgrind, and the one the figures before session 5 were taken in).
+//!
 //! NATS runs at `testkit::nats_url()` (`NATS_URL`, default `nats://127.0.0.1:4222`); the
 //! server side and the client side use separate NATS connections. Each path is warmed up,
 //! then measured twice: sequential latency (one request at a time, the paths taking turns
@@ -31,7 +38,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 use testkit::bench::{PathStats, Plan, measure_paths, micros, owning_call, verdict};
 
 use axum::Router;
@@ -70,16 +76,112 @@ const OVER_HTTP2: &str = "Channel over HTTP/2";
 
 type Stats = PathStats;
 
-#[tokio::main]
-async fn main() {
-    let plan = PLAN.with_env_counts();
-    let (sequential_count, requests) = (plan.sequential, plan.requests);
-    let url = testkit::nats_url();
-    // Separate connections, as a caller and a service in two processes would have.
-    let server_side = connect(&url).await;
-    let client_side = connect(&url).await;
-    let payload = Bytes::from((0..BODY_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+/// Set in the environment of the child process that runs the services.
+const SERVICES_ROLE: &str = "MESH_BENCH_SERVICES";
 
+/// Set to run the services in the bench's own process and runtime, beside the callers: the
+/// layout to profile with callgrind (one process holds both sides of every exchange).
+const ONE_PROCESS: &str = "BENCH_ONE_PROCESS";
+
+fn main() {
+    if std::env::var_os(SERVICES_ROLE).is_some() {
+        run_services();
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("caller runtime");
+    let url = testkit::nats_url();
+    // Stopped when dropped, at the end or on a panic.
+    let mut services = None;
+    let targets = if std::env::var_os(ONE_PROCESS).is_some() {
+        runtime.block_on(start_services(url.clone()))
+    } else {
+        services.insert(ServicesProcess::start()).targets()
+    };
+    runtime.block_on(measure(url, targets));
+}
+
+/// Where the callers find the three services: one line on the services process's stdout.
+struct Targets {
+    raw_subject: String,
+    mesh_name: String,
+    http_base: http::Uri,
+}
+
+impl Targets {
+    fn to_line(&self) -> String {
+        format!("{} {} {}", self.raw_subject, self.mesh_name, self.http_base)
+    }
+
+    fn from_line(line: &str) -> Self {
+        let mut words = line.split_whitespace();
+        let mut next = || {
+            words
+                .next()
+                .expect("the services process printed three targets")
+        };
+        Self {
+            raw_subject: next().to_owned(),
+            mesh_name: next().to_owned(),
+            http_base: next().parse().expect("base uri"),
+        }
+    }
+}
+
+/// This executable again, running the services (see the module documentation).
+struct ServicesProcess {
+    child: std::process::Child,
+}
+
+impl ServicesProcess {
+    fn start() -> Self {
+        let exe = std::env::current_exe().expect("bench executable");
+        let child = std::process::Command::new(exe)
+            .env(SERVICES_ROLE, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the services process");
+        Self { child }
+    }
+
+    /// Waits for the services to be up and reads where they are.
+    fn targets(&mut self) -> Targets {
+        use std::io::BufRead;
+        let stdout = self.child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the services' targets");
+        assert!(
+            !line.is_empty(),
+            "the services process ended before it started its services"
+        );
+        Targets::from_line(&line)
+    }
+}
+
+impl Drop for ServicesProcess {
+    /// Closing its stdin ends the services process.
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The services process: starts the services, says where they are, and serves until its
+/// stdin closes (the bench finished, or died).
+fn run_services() {
+    use std::io::{Read, Write};
+    let runtime = tokio::runtime::Runtime::new().expect("service runtime");
+    let targets = runtime.block_on(start_services(testkit::nats_url()));
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", targets.to_line()).expect("print the targets");
+    stdout.flush().expect("print the targets");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+async fn start_services(url: String) -> Targets {
+    let server_side = connect(&url).await;
     // 1. Raw async-nats: the floor under any request/reply over this NATS server.
     let raw_subject = format!("bench.{}", testkit::unique_name("raw"));
     let mut subscriber = server_side
@@ -87,7 +189,7 @@ async fn main() {
         .await
         .expect("raw subscribe");
     let responder_client = server_side.clone();
-    let responder = tokio::spawn(async move {
+    tokio::spawn(async move {
         while let Some(message) = subscriber.next().await {
             let Some(reply) = message.reply else {
                 continue;
@@ -106,47 +208,57 @@ async fn main() {
             }
         }
     });
-    // The server has the subscription before the first request goes out.
-    server_side.flush().await.expect("flush");
-    let raw_headers_call = {
-        let client = client_side.clone();
-        let payload = payload.clone();
-        let subject = raw_subject.clone();
-        move || raw_headers_request(client.clone(), subject.clone(), payload.clone())
-    };
-    let raw_call = {
-        let client = client_side.clone();
-        let payload = payload.clone();
-        move || raw_request(client.clone(), raw_subject.clone(), payload.clone())
-    };
-
     // 2. Channel over NATS.
-    let name = testkit::unique_name("bench");
-    let mesh_server = serve(
+    let mesh_name = testkit::unique_name("bench");
+    // Dropping the handle leaves it serving until the process ends.
+    serve(
         server_side.clone(),
-        &name,
+        &mesh_name,
         echo_router(),
         ServeOptions::default(),
     )
     .await
     .expect("mesh serve");
+    // The server has the subscriptions before the first request goes out.
     server_side.flush().await.expect("flush");
-    let nats_call = {
-        let channel = Channel::nats(client_side.clone(), &name);
-        let payload = payload.clone();
-        move || channel_request(channel.clone(), payload.clone(), OVER_NATS)
-    };
-
-    // 3. Channel over HTTP/2, to the same router on its own port.
+    // 3. The same router over HTTP/2 on its own port.
     let http_server = kit::server::HttpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("bind");
-    let base: http::Uri = format!("http://{}", http_server.local_addr())
+    let http_base: http::Uri = format!("http://{}", http_server.local_addr())
         .parse()
         .expect("base uri");
-    let stop = CancellationToken::new();
-    let http_task = tokio::spawn(http_server.serve(echo_router(), stop.clone()));
-    let channel = Channel::http(base, "bench");
+    tokio::spawn(http_server.serve(echo_router(), CancellationToken::new()));
+    Targets {
+        raw_subject,
+        mesh_name,
+        http_base,
+    }
+}
+
+async fn measure(url: String, targets: Targets) {
+    let plan = PLAN.with_env_counts();
+    let (sequential_count, requests) = (plan.sequential, plan.requests);
+    let client_side = connect(&url).await;
+    let payload = Bytes::from((0..BODY_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let raw_headers_call = {
+        let client = client_side.clone();
+        let payload = payload.clone();
+        let subject = targets.raw_subject.clone();
+        move || raw_headers_request(client.clone(), subject.clone(), payload.clone())
+    };
+    let raw_call = {
+        let client = client_side.clone();
+        let payload = payload.clone();
+        let subject = targets.raw_subject.clone();
+        move || raw_request(client.clone(), subject.clone(), payload.clone())
+    };
+    let nats_call = {
+        let channel = Channel::nats(client_side.clone(), &targets.mesh_name);
+        let payload = payload.clone();
+        move || channel_request(channel.clone(), payload.clone(), OVER_NATS)
+    };
+    let channel = Channel::http(targets.http_base, "bench");
     let http_call = move || channel_request(channel.clone(), payload.clone(), OVER_HTTP2);
 
     let paths = vec![
@@ -159,10 +271,6 @@ async fn main() {
         .into_iter()
         .map(|(label, call)| (label, owning_call(call, |call| call())));
     let stats = measure_paths(calls.collect(), plan).await;
-    responder.abort();
-    mesh_server.shutdown().await;
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     report(sequential_count, requests, &stats);
 }
 
