@@ -288,7 +288,7 @@ impl Orders {
             Err(None) => tracing::warn!(%order_id, "Payment result for an unknown order."),
             Err(Some(status)) => {
                 if outcome == PaymentOutcome::Paid && status == Status::Cancelled {
-                    tracing::warn!(%order_id, "Payment succeeded after the order was cancelled; it needs a refund.");
+                    tracing::warn!(%order_id, "Payment succeeded after the order was cancelled; payment-service refunds it when it reads the cancellation.");
                 } else {
                     tracing::info!(%order_id, status = status.as_str(), "Payment result for a finished order ignored.");
                 }

@@ -84,6 +84,49 @@ async fn an_order_over_the_payment_limit_is_cancelled() {
     stack.stop().await;
 }
 
+/// payment-service was down past the order's payment deadline: the sweep cancelled the
+/// order and returned its stock. When payment-service comes back it reads both the
+/// order_created and the order_cancelled, in either order, and the customer ends up not
+/// charged: the payment is voided (cancellation read first) or refunded (charge first).
+#[tokio::test]
+async fn an_order_cancelled_while_payments_were_down_is_not_charged_in_the_end() {
+    let mut stack = start_with("1s", Services::OrderSide).await;
+    let user = Uuid::now_v7();
+    let product = stack.product(300, 5).await;
+    let (status, order) = stack.order(user, items(&product, 2), None).await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    stack.wait_for_status(user, &id, "CANCELLED").await;
+    assert_eq!(stack.stock(&product).await, 5, "stock returned");
+
+    stack.start_payments().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let payment = loop {
+        let (status, payment) = stack.payment(&id).await;
+        if status == 200
+            && ["VOIDED", "REFUNDED"].contains(&payment["status"].as_str().unwrap_or(""))
+        {
+            break payment;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the payment stayed {status} {payment}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        payment["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("payment not received")),
+        "the cancellation's reason: {payment}"
+    );
+    // A late payment_success, if the charge came first, leaves the order cancelled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.get(user, &id).await.1["status"], "CANCELLED");
+    assert_eq!(stack.stock(&product).await, 5);
+    stack.stop().await;
+}
+
 /// Every event of the order produced one notification, each sent.
 async fn wait_for_notifications(stack: &common::Stack, order_id: &str, expected: &[&str]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -1,7 +1,14 @@
 //! The saga's step 2: each `order_created` becomes one payment and one payment event, in one
 //! transaction with the inbox record, so a redelivery changes nothing.
+//!
+//! Each `order_cancelled` is applied to the order's payment the same way: a charge is
+//! refunded, and an order not charged yet never will be ([`store::cancel`]). Most
+//! cancellations follow a failed payment and change nothing; the others come from the
+//! order-service sweep, which cancels orders whose payment result took too long.
 
-use contracts::events::{OrderCreated, PaymentFailed, PaymentSucceeded, kinds, sources};
+use contracts::events::{
+    OrderCancelled, OrderCreated, PaymentFailed, PaymentSucceeded, kinds, sources,
+};
 use contracts::topics::Topics;
 use mesh::kafka::HandleError;
 use mesh::{Event, inbox, outbox};
@@ -10,7 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::charge::decide;
-use crate::store::{self, PaymentStatus};
+use crate::store::{self, Cancelled, PaymentStatus};
 
 /// The inbox's consumer name, and the consumer group's (under the topic prefix).
 pub const CONSUMER: &str = "payment-service";
@@ -43,7 +50,7 @@ impl Payments {
         let outcomes = IntCounterVec::new(
             Opts::new(
                 "payments_total",
-                "Payments recorded, by status: succeeded, failed.",
+                "Payments recorded, by status: succeeded, failed; and refunded or voided by an order's cancellation.",
             ),
             &["status"],
         )?;
@@ -55,22 +62,66 @@ impl Payments {
         })
     }
 
-    /// Handles one `order_created` event.
+    /// Handles one `order_created` or `order_cancelled` event.
     pub(crate) async fn handle(&self, event: &Event) -> Result<(), HandleError> {
-        if event.kind != kinds::ORDER_CREATED {
-            return Err(HandleError::Permanent(format!(
-                "unexpected event type {:?} (expected {})",
-                event.kind,
-                kinds::ORDER_CREATED
-            )));
+        match event.kind.as_str() {
+            kinds::ORDER_CREATED => self.charge(event).await,
+            kinds::ORDER_CANCELLED => self.cancel(event).await,
+            other => Err(HandleError::Permanent(format!(
+                "unexpected event type {other:?} (expected {} or {})",
+                kinds::ORDER_CREATED,
+                kinds::ORDER_CANCELLED
+            ))),
         }
-        let order: OrderCreated = event.data_as()?;
+    }
 
+    /// A transaction holding `event`'s inbox record, or `None` if the event was handled
+    /// before (a redelivery): what the handler writes in it happens once per event.
+    async fn first_delivery(
+        &self,
+        event: &Event,
+    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if !inbox::record_once(&mut tx, CONSUMER, event.id).await? {
-            tracing::debug!(event_id = %event.id, order_id = %order.order_id, "Event already handled.");
-            return Ok(());
+        if inbox::record_once(&mut tx, CONSUMER, event.id).await? {
+            Ok(Some(tx))
+        } else {
+            tracing::debug!(event_id = %event.id, key = %event.key, "Event already handled.");
+            Ok(None)
         }
+    }
+
+    /// Returns or voids the payment of a cancelled order.
+    async fn cancel(&self, event: &Event) -> Result<(), HandleError> {
+        let order: OrderCancelled = event.data_as()?;
+        let Some(mut tx) = self.first_delivery(event).await? else {
+            return Ok(());
+        };
+        let cancelled =
+            store::cancel(&mut tx, Uuid::now_v7(), order.order_id, &order.reason).await?;
+        tx.commit().await?;
+        let order_id = order.order_id;
+        match cancelled {
+            Cancelled::Refunded(amount_cents) => {
+                self.outcomes.with_label_values(&["refunded"]).inc();
+                tracing::warn!(%order_id, amount_cents, reason = %order.reason, "Order cancelled after it was charged; payment refunded.");
+            }
+            Cancelled::Voided => {
+                self.outcomes.with_label_values(&["voided"]).inc();
+                tracing::info!(%order_id, reason = %order.reason, "Order cancelled before it was charged; it never will be.");
+            }
+            Cancelled::Unchanged => {
+                tracing::debug!(%order_id, "Order cancelled; its payment needs nothing.");
+            }
+        }
+        Ok(())
+    }
+
+    /// Charges the order of an `order_created` event.
+    async fn charge(&self, event: &Event) -> Result<(), HandleError> {
+        let order: OrderCreated = event.data_as()?;
+        let Some(mut tx) = self.first_delivery(event).await? else {
+            return Ok(());
+        };
 
         let reason = decide(&order.card_token, order.total_cents, self.limit_cents).err();
         let status = if reason.is_none() {

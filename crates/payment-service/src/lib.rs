@@ -2,7 +2,9 @@
 //!
 //! Consumes `order_created` once per order (inbox), simulates the charge with deterministic
 //! rules ([`decide`]), stores the payment and emits `payment_success` or `payment_failed`
-//! through the outbox, all in one transaction. `GET /payments/{order_id}` shows the result.
+//! through the outbox, all in one transaction. Consumes `order_cancelled` too: an order
+//! cancelled after its charge is refunded, one cancelled before it is never charged.
+//! `GET /payments/{order_id}` shows the result.
 //! Served on its own port (8083) and over the mesh as `payment-service`.
 
 mod charge;
@@ -89,7 +91,10 @@ impl App {
         let events = EventConsumer::new(
             &config.saga.kafka,
             &topics.group(CONSUMER),
-            &[topics.order_created.as_str()],
+            &[
+                topics.order_created.as_str(),
+                topics.order_cancelled.as_str(),
+            ],
         )?;
         hosted.shutdown().spawn(run_worker(
             CONSUMER,
@@ -102,7 +107,8 @@ impl App {
         ));
         tracing::info!(
             limit_cents = config.payment_limit_cents,
-            topic = %topics.order_created,
+            created = %topics.order_created,
+            cancelled = %topics.order_cancelled,
             "Charging orders."
         );
         Ok(Self { hosted })

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use contracts::events::{OrderCreated, OrderLine, PaymentFailed, PaymentSucceeded, kinds, sources};
+use contracts::events::{
+    OrderCancelled, OrderCreated, OrderLine, PaymentFailed, PaymentSucceeded, kinds, sources,
+};
 use contracts::topics::Topics;
 use kit::Env;
 use kit::db::PoolSettings;
@@ -37,6 +39,44 @@ impl Running {
             .publish(&self.topics.order_created, event)
             .await
             .expect("published");
+    }
+
+    async fn publish_cancelled(&self, event: &Event) {
+        self.producer
+            .publish(&self.topics.order_cancelled, event)
+            .await
+            .expect("published");
+    }
+
+    /// Waits until `count` distinct events went through the inbox.
+    async fn wait_handled(&self, count: i64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .count("SELECT count(*) FROM mesh_inbox WHERE consumer = 'payment-service'")
+            .await
+            < count
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{count} events were not handled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The order's payment, as `GET /payments/{order_id}` shows it.
+    async fn payment(&self, order_id: Uuid) -> Value {
+        let (status, payment) = self.get(&format!("/payments/{order_id}")).await;
+        assert_eq!(status, 200, "{payment}");
+        payment
+    }
+
+    /// `payments_total{status="<status>"}`, if the series exists.
+    async fn payments_total(&self, status: &str) -> Option<i64> {
+        let label = format!("status=\"{status}\"");
+        let sample =
+            testkit::http::metric_sample(&self.http, &self.base, "payments_total", &label).await;
+        sample.map(|count| count as i64)
     }
 
     /// The next payment event; every order in a test has its own topics, so any record
@@ -144,6 +184,20 @@ fn order_created(order_id: Uuid, total_cents: i64, card_token: &str) -> Event {
     .with_traceparent(Some(TRACEPARENT.to_owned()))
 }
 
+fn order_cancelled(order_id: Uuid, reason: &str) -> Event {
+    Event::new(
+        kinds::ORDER_CANCELLED,
+        sources::ORDER_SERVICE,
+        order_id.to_string(),
+        &OrderCancelled {
+            order_id,
+            user_id: Uuid::now_v7(),
+            reason: reason.to_owned(),
+        },
+    )
+    .expect("serialises")
+}
+
 #[tokio::test]
 async fn a_valid_card_pays_and_emits_payment_success() {
     let app = start(&[]).await;
@@ -182,19 +236,7 @@ async fn a_valid_card_pays_and_emits_payment_success() {
     assert_eq!(body["error"]["code"], "not_found");
     assert_eq!(app.get("/payments/not-a-uuid").await.0, 404);
 
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        metrics.contains("payments_total{") && metrics.contains("status=\"succeeded\""),
-        "{metrics}"
-    );
+    assert_eq!(app.payments_total("succeeded").await, Some(1));
     app.stop().await;
 }
 
@@ -286,19 +328,7 @@ async fn two_different_events_for_one_order_still_make_one_payment() {
         received.topic, app.topics.payment_success,
         "the first decides"
     );
-    // Wait until both events went through the inbox.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while app
-        .count("SELECT count(*) FROM mesh_inbox WHERE consumer = 'payment-service'")
-        .await
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the second event was not handled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_handled(2).await;
     app.assert_no_more_outcomes(Duration::from_secs(3)).await;
     assert_eq!(app.payments_for(order_id).await, 1);
     let (status, payment) = app.get(&format!("/payments/{order_id}")).await;
@@ -326,6 +356,127 @@ async fn a_malformed_record_does_not_stop_the_consumer() {
     let received = app.next_outcome().await;
     assert_eq!(received.topic, app.topics.payment_success);
     assert_eq!(received.event.key, order_id.to_string());
+    assert_eq!(app.payments_for(order_id).await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_after_its_charge_is_refunded_once() {
+    let app = start(&[]).await;
+    let order_id = Uuid::now_v7();
+    app.publish(&order_created(order_id, 4_250, "tok_visa"))
+        .await;
+    assert_eq!(app.next_outcome().await.topic, app.topics.payment_success);
+
+    let cancelled = order_cancelled(order_id, "payment timed out");
+    app.publish_cancelled(&cancelled).await;
+    // Delivered twice, then cancelled again by another event: same key, same partition, so
+    // once the third is handled the duplicate was too.
+    app.publish_cancelled(&cancelled).await;
+    app.publish_cancelled(&order_cancelled(order_id, "again"))
+        .await;
+    app.wait_handled(3).await;
+
+    let payment = app.payment(order_id).await;
+    assert_eq!(payment["status"], "REFUNDED", "{payment}");
+    assert_eq!(payment["amount_cents"], 4_250);
+    assert_eq!(payment["reason"], "payment timed out");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(payment["refunded_at"].as_str().expect("time"))
+            .is_ok(),
+        "{payment}"
+    );
+    assert_eq!(app.payments_total("refunded").await, Some(1));
+    // A refund emits nothing: the order is cancelled already.
+    app.assert_no_more_outcomes(Duration::from_secs(2)).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_cancelled_before_its_charge_is_never_charged() {
+    let app = start(&[]).await;
+    let order_id = Uuid::now_v7();
+    app.publish_cancelled(&order_cancelled(order_id, "payment timed out"))
+        .await;
+    app.wait_handled(1).await;
+    let payment = app.payment(order_id).await;
+    assert_eq!(payment["status"], "VOIDED", "{payment}");
+    assert_eq!(payment["amount_cents"], 0);
+    assert_eq!(payment["refunded_at"], Value::Null);
+
+    // The order_created that was still on its way.
+    app.publish(&order_created(order_id, 4_250, "tok_visa"))
+        .await;
+    app.wait_handled(2).await;
+    app.assert_no_more_outcomes(Duration::from_secs(3)).await;
+    assert_eq!(app.payment(order_id).await["status"], "VOIDED");
+    assert_eq!(app.payments_for(order_id).await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM mesh_outbox").await, 0);
+    assert_eq!(app.payments_total("voided").await, Some(1));
+    assert_eq!(app.payments_total("succeeded").await, None);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_payment_stays_failed_when_its_order_is_cancelled() {
+    let app = start(&[]).await;
+    let order_id = Uuid::now_v7();
+    app.publish(&order_created(order_id, 4_250, "tok_decline"))
+        .await;
+    assert_eq!(app.next_outcome().await.topic, app.topics.payment_failed);
+    app.publish_cancelled(&order_cancelled(order_id, "payment failed: card declined"))
+        .await;
+    app.wait_handled(2).await;
+
+    let payment = app.payment(order_id).await;
+    assert_eq!(payment["status"], "FAILED", "{payment}");
+    assert_eq!(payment["reason"], "card declined");
+    assert_eq!(payment["refunded_at"], Value::Null);
+    assert_eq!(app.payments_total("refunded").await, None);
+    assert_eq!(app.payments_total("voided").await, None);
+    app.stop().await;
+}
+
+/// The cancellation arrives while the charge is being written: it waits for the charge's
+/// transaction and refunds what it committed, rather than voiding beside it.
+#[tokio::test]
+async fn a_cancellation_racing_the_charge_waits_for_it_and_refunds() {
+    let app = start(&[]).await;
+    let order_id = Uuid::now_v7();
+    // A charge in flight: its row written, its transaction not committed yet.
+    let mut charge = app.pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, amount_cents, status) VALUES ($1, $2, 700, 'SUCCEEDED')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(order_id)
+    .execute(&mut *charge)
+    .await
+    .expect("charge row");
+
+    app.publish_cancelled(&order_cancelled(order_id, "payment timed out"))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancellation never waited for the charge"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    charge.commit().await.expect("commit the charge");
+
+    app.wait_handled(1).await;
+    let payment = app.payment(order_id).await;
+    assert_eq!(payment["status"], "REFUNDED", "{payment}");
+    assert_eq!(payment["amount_cents"], 700);
     assert_eq!(app.payments_for(order_id).await, 1);
     app.stop().await;
 }

@@ -104,23 +104,15 @@ impl Running {
     }
 
     async fn cache_count(&self, result: &str) -> u64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find(|l| {
-                l.starts_with("product_cache_lookups_total")
-                    && l.contains(&format!("result=\"{result}\""))
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        let label = format!("result=\"{result}\"");
+        let sample = testkit::http::metric_sample(
+            &self.http,
+            &self.base,
+            "product_cache_lookups_total",
+            &label,
+        )
+        .await;
+        sample.map_or(0, |count| count as u64)
     }
 
     async fn grpc_over_mesh(&self) -> ProductServiceClient<Channel> {

@@ -29,3 +29,27 @@ where
         .pool_max_idle_per_host(idle_per_host)
         .build(connector)
 }
+
+/// The value of the sample `name{...}` whose labels include `label` (as written in the
+/// exposition, e.g. `status="refunded"`) on `base`'s `/metrics`; `None` while the series
+/// does not exist.
+pub async fn metric_sample(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    label: &str,
+) -> Option<f64> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series = format!("{name}{{");
+    text.lines()
+        .find(|line| line.starts_with(&series) && line.contains(label))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}

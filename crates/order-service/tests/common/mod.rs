@@ -17,12 +17,16 @@ const SECRET: &str = "a-test-secret-that-is-at-least-32-bytes-long";
 pub struct Stack {
     pub orders: String,
     pub products: String,
+    /// payment-service's HTTP base, once it runs.
+    pub payments: Option<String>,
     pub http: reqwest::Client,
     pub topics: Topics,
     pub kafka: KafkaSettings,
     pub stops: Vec<kit::Shutdown>,
     pub databases: Vec<String>,
     pub notifications_db: Option<String>,
+    /// The topic prefix: services started later join the same saga.
+    prefix: String,
     order_env: Env,
     order_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -83,6 +87,7 @@ pub async fn start_with(payment_timeout: &str, services: Services) -> Stack {
     let mut stack = Stack {
         orders: format!("http://127.0.0.1:{}", orders.port()),
         products: format!("http://127.0.0.1:{}", products.port()),
+        payments: None,
         http: reqwest::Client::new(),
         topics: Topics::new(&prefix),
         kafka: SagaSettings::from_env(&env(&[("KAFKA_BROKERS", testkit::kafka_brokers())]), "test")
@@ -91,16 +96,17 @@ pub async fn start_with(payment_timeout: &str, services: Services) -> Stack {
         stops: vec![orders.shutdown().clone(), products.shutdown().clone()],
         databases: vec![product_db, order_db],
         notifications_db: None,
+        prefix: prefix.clone(),
         order_env: order_env.clone(),
         order_task: None,
     };
     tokio::spawn(products.run_until_stopped());
     stack.order_task = Some(tokio::spawn(orders.run_until_stopped()));
     if services != Services::OrderSide {
-        stack.start_payments(&prefix).await;
+        stack.start_payments().await;
     }
     if services == Services::WholeSaga {
-        stack.start_notifications(&prefix).await;
+        stack.start_notifications().await;
     }
     stack
 }
@@ -122,29 +128,32 @@ impl Stack {
         self.order_task = Some(tokio::spawn(orders.run_until_stopped()));
     }
 
-    async fn start_payments(&mut self, prefix: &str) {
+    /// Starts payment-service on the stack's topics; a test that started without it can
+    /// bring it in late, as after an outage.
+    pub async fn start_payments(&mut self) {
         let payment_db = testkit::fresh_database_url("orders_payments");
         let payment_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("payment-service"))
                 .database(&payment_db)
-                .kafka(prefix),
+                .kafka(&self.prefix),
         );
         let payments = payment_service::App::build(
             payment_service::Config::from_env(&payment_env).expect("config"),
         )
         .await
         .expect("payment-service starts");
+        self.payments = Some(format!("http://127.0.0.1:{}", payments.port()));
         self.stops.push(payments.shutdown().clone());
         self.databases.push(payment_db);
         tokio::spawn(payments.run_until_stopped());
     }
 
-    async fn start_notifications(&mut self, prefix: &str) {
+    async fn start_notifications(&mut self) {
         let notification_db = testkit::fresh_database_url("orders_notifications");
         let notification_env = Env::from_pairs(
             testkit::ServiceEnv::new(&testkit::unique_name("notification-service"))
                 .database(&notification_db)
-                .kafka(prefix)
+                .kafka(&self.prefix)
                 // The test's topics have no bridge mirroring them: read Kafka directly.
                 .set("NOTIFY_SOURCE", "kafka"),
         );
@@ -258,6 +267,12 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The order's payment as payment-service shows it (`GET /payments/{order_id}`).
+    pub async fn payment(&self, order_id: &str) -> (u16, Value) {
+        let base = self.payments.as_deref().expect("payment-service runs");
+        testkit::http::send_json(self.http.get(format!("{base}/payments/{order_id}"))).await
     }
 
     /// What the order side emitted, by reading its topics from the start.
