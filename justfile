@@ -25,6 +25,14 @@ down:
 smoke:
     cargo run -q -p smoke --bin smoke
 
+# meshctl with any arguments, e.g. `just meshctl services` (no install needed).
+meshctl *ARGS:
+    cargo run -q -p meshctl -- {{ARGS}}
+
+# The saga's events live, one line each (`meshctl events tail`; e.g. `just events order_created`).
+events *ARGS:
+    cargo run -q -p meshctl -- events tail {{ARGS}}
+
 # Show what listens where.
 status:
     scripts/stack.sh status
@@ -48,6 +56,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Every bench, one after the other (each prints its own table against its baseline).
+bench: bench-mesh bench-middleware bench-gateway bench-saga bench-bridge
+
 # Mesh latency and throughput: raw async-nats vs Channel over NATS vs Channel over HTTP/2.
 bench-mesh: infra
     cargo bench -p mesh --bench mesh
@@ -68,6 +79,6 @@ bench-saga: infra
 bench-bridge: infra
     cargo bench -p bridge --bench mirror
 
-# Validate infra/compose.yaml offline against the compose specification.
+# Validate compose.yaml and infra/compose.yaml offline against the compose specification.
 check-compose:
-    check-jsonschema --builtin-schema vendor.compose-spec infra/compose.yaml
+    check-jsonschema --builtin-schema vendor.compose-spec compose.yaml infra/compose.yaml
