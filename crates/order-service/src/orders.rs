@@ -272,7 +272,7 @@ impl Orders {
             .filter(|order| order.user_id == user_id))
     }
 
-    /// Applies a payment result once: confirm, or release the stock and cancel.
+    /// Applies a payment result once: confirm, or cancel and release the stock.
     pub async fn settle(
         &self,
         event_id: Uuid,
@@ -284,6 +284,7 @@ impl Orders {
         if !inbox::record_once(&mut tx, "order-service", event_id).await? {
             return Ok(());
         }
+        let mut cancelled = false;
         match self.store.lock_pending(&mut tx, order_id).await? {
             Err(None) => tracing::warn!(%order_id, "Payment result for an unknown order."),
             Err(Some(status)) => {
@@ -301,34 +302,58 @@ impl Orders {
                     tracing::info!(%order_id, "Order confirmed.");
                 }
                 PaymentOutcome::Declined(reason) => {
-                    // Cancelled first, released second, committed last: whichever step
-                    // fails, the order keeps its stock or is cancelled, never released
-                    // and still PENDING (short of the commit itself failing).
                     let reason = format!("payment failed: {reason}");
                     self.store
                         .cancel(&mut tx, order_id, user_id, &reason, traceparent)
                         .await?;
-                    self.release(order_id).await?;
                     tracing::info!(%order_id, %reason, "Order cancelled.");
+                    cancelled = true;
                 }
             },
         }
-        Ok(tx.commit().await?)
+        tx.commit().await?;
+        if cancelled {
+            self.release_cancelled(order_id).await;
+        }
+        Ok(())
     }
 
-    async fn release(&self, order_id: Uuid) -> Result<(), HandleError> {
-        self.products
-            .release(&order_id.to_string())
-            .await
-            .map(drop)
-            .map_err(|e| HandleError::Transient(format!("releasing stock: {e}")))
+    /// Gives a cancelled order's stock back and records it. The cancellation is committed
+    /// first, so whatever happens here (product-service down, the answer lost, this process
+    /// gone) the order stays CANCELLED: a late payment cannot confirm an order whose stock
+    /// may be back on sale. What fails here the sweep retries ([`Self::release_cancelled_left`]);
+    /// product-service releases a reservation once however often it is asked.
+    async fn release_cancelled(&self, order_id: Uuid) -> bool {
+        if let Err(error) = self.products.release(&order_id.to_string()).await {
+            tracing::warn!(%order_id, %error, "Cancelled order's stock not released yet; the sweep retries.");
+            return false;
+        }
+        match self.store.mark_stock_released(order_id).await {
+            Ok(()) => true,
+            Err(error) => {
+                // Released, not recorded: the sweep asks again, which changes nothing.
+                tracing::warn!(%order_id, %error, "Stock released but not recorded; the sweep retries.");
+                false
+            }
+        }
+    }
+
+    /// Releases the stock of cancelled orders whose release did not go through before;
+    /// returns how many were released.
+    pub async fn release_cancelled_left(&self) -> Result<usize, sqlx::Error> {
+        let mut released = 0;
+        for order_id in self.store.stock_to_release(SWEEP_BATCH).await? {
+            if self.release_cancelled(order_id).await {
+                released += 1;
+            }
+        }
+        Ok(released)
     }
 
     /// Cancels and compensates `PENDING` orders older than `timeout`; returns how many.
     ///
     /// Each order in a transaction of its own: one that fails to cancel does not undo the
-    /// others (whose stock is given back already), and no lock is held across more than
-    /// one order's release.
+    /// others, and no lock is held across more than one order.
     pub async fn cancel_expired(&self, timeout: Duration) -> Result<usize, sqlx::Error> {
         let mut cancelled = 0;
         // Orders that fail are passed over for the rest of the round, so however many are
@@ -352,8 +377,8 @@ impl Orders {
         }
     }
 
-    /// Releases the stock and cancels, if the order is still `PENDING` once locked (a
-    /// payment result may have settled it meanwhile).
+    /// Cancels, if the order is still `PENDING` once locked (a payment result may have
+    /// settled it meanwhile), then releases its stock.
     async fn cancel_if_pending(
         &self,
         order_id: Uuid,
@@ -363,17 +388,13 @@ impl Orders {
         let Ok((user_id, _)) = self.store.lock_pending(&mut tx, order_id).await? else {
             return Ok(false);
         };
-        // As in `settle`: cancelled, then released, then committed.
         let reason = format!("payment not received within {timeout:?}");
         self.store
             .cancel(&mut tx, order_id, user_id, &reason, None)
             .await?;
-        if let Err(error) = self.release(order_id).await {
-            tracing::warn!(%order_id, %error, "Expired order kept PENDING until its stock can be released.");
-            return Ok(false);
-        }
         tx.commit().await?;
         tracing::info!(%order_id, "Order timed out and was cancelled.");
+        self.release_cancelled(order_id).await;
         Ok(true)
     }
 }

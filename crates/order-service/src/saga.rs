@@ -31,8 +31,9 @@ pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), H
         .await
 }
 
-/// Every `interval`: cancels orders whose payment did not come in time, and releases the
-/// stock of placements that never became orders.
+/// Every `interval`: cancels orders whose payment did not come in time, releases the stock
+/// of cancelled orders whose release did not go through, and of placements that never
+/// became orders.
 pub async fn sweep_expired(
     orders: Orders,
     timeout: Duration,
@@ -45,6 +46,9 @@ pub async fn sweep_expired(
         }
         if let Err(error) = orders.cancel_expired(timeout).await {
             tracing::warn!(%error, "Timeout sweep failed; retrying next round.");
+        }
+        if let Err(error) = orders.release_cancelled_left().await {
+            tracing::warn!(%error, "Release sweep failed; retrying next round.");
         }
         if let Err(error) = orders.release_left_behind(PLACEMENT_GRACE).await {
             tracing::warn!(%error, "Placement sweep failed; retrying next round.");

@@ -230,6 +230,31 @@ impl Store {
         outbox::enqueue(tx, &self.topics.order_cancelled, &event).await
     }
 
+    /// Records that product-service confirmed the release of a cancelled order's stock.
+    pub async fn mark_stock_released(&self, order_id: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE orders SET stock_released_at = now()
+             WHERE id = $1 AND stock_released_at IS NULL",
+        )
+        .bind(order_id)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+
+    /// Ids of cancelled orders whose stock release is not confirmed yet, longest waiting
+    /// first.
+    pub async fn stock_to_release(&self, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM orders
+             WHERE status = 'CANCELLED' AND stock_released_at IS NULL
+             ORDER BY updated_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// Ids of `PENDING` orders created before `older_than` ago, oldest first, but for
     /// `passed_over` (not locked: each is locked and checked again when it is cancelled).
     pub async fn expired(

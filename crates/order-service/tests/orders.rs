@@ -463,6 +463,95 @@ async fn an_expired_order_that_cannot_be_cancelled_holds_up_no_other() {
     stack.stop().await;
 }
 
+/// product-service cannot release stock (its reservations refuse every change). The sweep
+/// still cancels the expired order, for good: a payment that comes late finds it
+/// CANCELLED, not PENDING again with its stock back on sale. Once releases work again the
+/// sweep gives the stock back, once.
+#[tokio::test]
+async fn an_order_cancelled_while_its_stock_cannot_be_released_stays_cancelled() {
+    use sqlx::Executor;
+    let stack = start("1s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 4).await;
+    let (status, order) = stack.order(user, items(&product, 3), None).await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let order_id: Uuid = id.parse().expect("uuid");
+
+    let products_db = sqlx::PgPool::connect(&stack.databases[0])
+        .await
+        .expect("product database");
+    (&products_db)
+        .execute(
+            "CREATE FUNCTION refuse_release() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'releases are down'; END $$;
+         CREATE TRIGGER no_release BEFORE UPDATE ON reservations
+             FOR EACH ROW EXECUTE FUNCTION refuse_release();",
+        )
+        .await
+        .expect("trigger");
+
+    stack.wait_for_status(user, &id, "CANCELLED").await;
+    let orders_db = stack.order_pool().await;
+    let released = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT stock_released_at IS NOT NULL FROM orders WHERE id = $1",
+        )
+        .bind(order_id)
+        .fetch_one(&orders_db)
+        .await
+        .expect("order row")
+    };
+    assert!(!released().await, "the release could not have happened");
+    assert_eq!(stack.stock(&product).await, 1, "still held");
+
+    // The payment comes in late.
+    let success = Event::new(
+        kinds::PAYMENT_SUCCEEDED,
+        sources::PAYMENT_SERVICE,
+        id.clone(),
+        &PaymentSucceeded {
+            order_id,
+            payment_id: Uuid::now_v7(),
+            amount_cents: 300,
+        },
+    )
+    .expect("event");
+    publish(&stack, &stack.topics.payment_success, &success).await;
+    testkit::eventually("the late payment was handled", || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM mesh_inbox WHERE event_id = $1")
+            .bind(success.id)
+            .fetch_one(&orders_db)
+            .await
+            .expect("inbox")
+            == 1
+    })
+    .await;
+    assert_eq!(stack.get(user, &id).await.1["status"], "CANCELLED");
+
+    (&products_db)
+        .execute("DROP TRIGGER no_release ON reservations")
+        .await
+        .expect("releases work again");
+    // The breaker opened by the failed releases has to close first: up to 30 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !released().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sweep never released the stock"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stack.stock(&product).await, 4, "given back once");
+    assert_eq!(
+        stack.terminal_events(&id, Duration::from_secs(3)).await,
+        [kinds::ORDER_CANCELLED]
+    );
+    products_db.close().await;
+    orders_db.close().await;
+    stack.stop().await;
+}
+
 async fn placement_count(db: &sqlx::PgPool, condition: &str) -> i64 {
     sqlx::query_scalar(&format!(
         "SELECT count(*) FROM placements WHERE {condition}"
