@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::store::Item;
 
 /// Why stock could not be reserved.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StockError {
     #[error("{0}")]
     Insufficient(String),
@@ -83,6 +83,17 @@ impl StockError {
     }
 }
 
+/// What a failed reservation reports: its last attempt's error, unless that one took
+/// nothing (a refusal, or the open circuit that earlier timeouts opened) while an earlier
+/// attempt may have reserved; then the earlier one, so the caller gives up and releases the
+/// stock that attempt may hold instead of forgetting it.
+fn reported_failure(last: StockError, earlier_uncertain: Option<StockError>) -> StockError {
+    match earlier_uncertain {
+        Some(earlier) if !last.may_have_reserved() => earlier,
+        _ => last,
+    }
+}
+
 /// Reserve and release are idempotent by reservation id, so they are safe to retry. The
 /// tower retry layer cannot wrap a tonic client (its request bodies cannot be cloned, and
 /// gRPC is always POST), so the same policy runs around each call instead.
@@ -118,12 +129,29 @@ impl Products {
                 })
                 .collect(),
         };
+        // The first failure of an attempt that may have reserved, for `reported_failure`.
+        let uncertain: std::sync::Mutex<Option<StockError>> = std::sync::Mutex::new(None);
         let reserved = self
             .with_retries(|mut client| {
                 let request = request.clone();
-                async move { client.reserve_stock(request).await }
+                let uncertain = &uncertain;
+                async move {
+                    let answer = client.reserve_stock(request).await;
+                    if let Err(status) = &answer {
+                        let error = StockError::from(status.clone());
+                        if error.may_have_reserved() {
+                            let mut first = uncertain.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(error);
+                        }
+                    }
+                    answer
+                }
             })
-            .await?;
+            .await
+            .map_err(|last| {
+                let earlier = uncertain.lock().unwrap_or_else(|e| e.into_inner()).take();
+                reported_failure(last, earlier)
+            })?;
         reserved
             .items
             .into_iter()
@@ -179,6 +207,25 @@ impl Products {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_that_may_have_gone_through_once_is_reported_as_such() {
+        let timeout = || StockError::Timeout("t".into());
+        let open = || StockError::CircuitOpen("open".into());
+        // A timeout, then the breaker it helped open: the first attempt may hold stock.
+        assert!(reported_failure(open(), Some(timeout())).may_have_reserved());
+        assert!(matches!(
+            reported_failure(StockError::Insufficient("none".into()), Some(timeout())),
+            StockError::Timeout(_)
+        ));
+        // Nothing uncertain before: the refusal stands, and the stock is not released.
+        assert!(!reported_failure(open(), None).may_have_reserved());
+        // The last failure is uncertain itself: it is the one reported.
+        assert!(matches!(
+            reported_failure(StockError::Unavailable("u".into()), Some(timeout())),
+            StockError::Unavailable(_)
+        ));
+    }
 
     #[test]
     fn only_unavailable_and_timeouts_are_worth_another_attempt() {
