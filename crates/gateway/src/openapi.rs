@@ -249,7 +249,7 @@ mod contract {
         path = "/products",
         tag = "products",
         params(
-            ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+            ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20). A page stops early (never empty) once its products take 512 KiB of JSON: page on from offset plus the items returned"),
             ("offset" = Option<i64>, Query, minimum = 0, description = "Products to skip (default 0)")
         ),
         responses(

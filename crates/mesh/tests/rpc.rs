@@ -197,6 +197,49 @@ async fn a_body_over_the_servers_limit_is_413_and_over_nats_max_payload_too() {
     assert_eq!(over_nats.headers()[MESH_ERROR_HEADER], "payload_too_large");
 }
 
+/// An answer too large for one NATS message is a 502 that says so, marked so that retry
+/// policies and breakers leave it alone (the same request gets the same answer).
+#[tokio::test]
+async fn an_http_answer_too_large_for_nats_is_a_502_marked_as_such() {
+    let client = nats().await;
+    let name = testkit::unique_name("large");
+    let max_payload = client.server_info().max_payload;
+    let router = Router::new()
+        .route(
+            "/large",
+            get(move || async move { vec![b'x'; max_payload] }),
+        )
+        .route("/small", get(|| async { "small" }));
+    let _server = serve(client.clone(), &name, router, ServeOptions::default())
+        .await
+        .expect("serve");
+    let channel = Channel::nats(client, &name);
+
+    let large = channel
+        .clone()
+        .oneshot(request("GET", "/large", Vec::new()))
+        .await
+        .expect("answer");
+    assert_eq!(large.status(), 502);
+    assert_eq!(
+        large.headers()[MESH_ERROR_HEADER],
+        "upstream_response_too_large"
+    );
+    let body = body_json(large).await;
+    assert_eq!(body["error"]["code"], "upstream_response_too_large");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not fit")),
+        "{body}"
+    );
+    let small = channel
+        .oneshot(request("GET", "/small", Vec::new()))
+        .await
+        .expect("answer");
+    assert_eq!(small.status(), 200, "the endpoint still answers");
+}
+
 #[tokio::test]
 async fn past_the_deadline_the_caller_gets_504_and_the_server_stops_the_work() {
     let client = nats().await;

@@ -23,10 +23,16 @@ pub fn is_circuit_open(status: &tonic::Status) -> bool {
 }
 
 /// The upstream (or the path to it) failed: any 5xx, the mesh's own 502/503/504 included. A
-/// 4xx is the caller's problem, and a breaker's own rejection is not an upstream outcome.
+/// 4xx is the caller's problem, and a breaker's own rejection is not an upstream outcome;
+/// nor is an answer too large for the mesh.
 pub fn is_upstream_failure<B>(response: &Response<B>) -> bool {
     match mesh_error(response) {
         Some(CIRCUIT_OPEN) => false,
+        // An answer too large for the mesh says nothing of the upstream's health: counted,
+        // one caller's large page would open the circuit for everyone.
+        Some(code) if MeshErrorKind::from_code(code) == Some(MeshErrorKind::ResponseTooLarge) => {
+            false
+        }
         // Mesh-made failures count even when they are gRPC statuses inside a 200.
         Some(_) => true,
         None => response.status().is_server_error(),
@@ -78,6 +84,10 @@ mod tests {
         assert!(is_transient(&response(504, Some("upstream_timeout"))));
         assert!(!is_transient(&response(503, Some(CIRCUIT_OPEN))));
         assert!(!is_transient(&response(413, Some("payload_too_large"))));
+        assert!(
+            !is_transient(&response(502, Some("upstream_response_too_large"))),
+            "the same request gets the same answer"
+        );
         for status in [200, 201, 400, 401, 404, 409, 422, 429, 500] {
             assert!(!is_transient(&response(status, None)), "{status}");
         }
@@ -101,6 +111,10 @@ mod tests {
         assert!(
             is_upstream_failure(&response(200, Some("upstream_unavailable"))),
             "gRPC-shaped"
+        );
+        assert!(
+            !is_upstream_failure(&response(502, Some("upstream_response_too_large"))),
+            "a large answer says nothing of the upstream's health"
         );
     }
 }

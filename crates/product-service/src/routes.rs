@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use kit::api::{ApiError, ApiJson};
 use middleware::auth::{JwtKeys, RequireAuthLayer};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
@@ -53,10 +54,36 @@ pub fn router(catalogue: Catalogue, keys: JwtKeys) -> Router {
         .with_state(catalogue)
 }
 
+/// The most a page's items may take, serialised: well within one mesh message (NATS's
+/// `max_payload`, 1 MiB by default) whatever the products hold. A page that reaches it holds
+/// fewer items than `limit` asked for (always at least one); `total`, and the next `offset`
+/// (this one plus the items returned), tell the caller what is left.
+const PAGE_BUDGET_BYTES: usize = 512 * 1024;
+
 #[derive(Debug, Serialize)]
 struct Page {
-    items: Vec<Product>,
+    /// Each product already serialised, so the budget is counted exactly, once.
+    items: Vec<Box<RawValue>>,
     total: i64,
+}
+
+/// The first of `products` that fit in `budget` bytes of JSON, at least one.
+fn within_budget(
+    products: Vec<Product>,
+    budget: usize,
+) -> Result<Vec<Box<RawValue>>, serde_json::Error> {
+    let mut used = 0;
+    let mut items = Vec::with_capacity(products.len());
+    for product in products {
+        let item = serde_json::value::to_raw_value(&product)?;
+        // The comma between items.
+        used += item.get().len() + 1;
+        if used > budget && !items.is_empty() {
+            break;
+        }
+        items.push(item);
+    }
+    Ok(items)
 }
 
 fn product_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -72,11 +99,13 @@ async fn list(
         query.get("offset").map(String::as_str),
     )
     .map_err(ApiError::invalid)?;
-    let (items, total) = catalogue
+    let (products, total) = catalogue
         .store
         .list(limit, offset)
         .await
         .map_err(error::database)?;
+    let items = within_budget(products, PAGE_BUDGET_BYTES)
+        .map_err(|error| ApiError::internal(format!("a product did not serialise: {error}")))?;
     Ok(Json(Page { items, total }))
 }
 
@@ -196,4 +225,35 @@ async fn remove(
     }
     catalogue.cache.invalidate(id).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(description: &str) -> Product {
+        Product {
+            id: Uuid::now_v7(),
+            name: "Mug".into(),
+            description: description.into(),
+            price_cents: 1250,
+            stock: 5,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_budget_and_holds_at_least_one_product() {
+        let products: Vec<Product> = (0..10).map(|_| product(&"☕".repeat(1000))).collect();
+        let one = serde_json::to_vec(&products[0]).expect("json").len();
+        let items = within_budget(products.clone(), 3 * one + 3).expect("page");
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            serde_json::from_str::<Product>(items[0].get()).expect("a product"),
+            products[0]
+        );
+        assert_eq!(within_budget(products.clone(), 1).expect("page").len(), 1);
+        assert_eq!(within_budget(products, usize::MAX).expect("page").len(), 10);
+    }
 }

@@ -29,8 +29,24 @@ impl ProductInput {
         if name.chars().count() > 200 {
             return Err("name is longer than 200 characters".into());
         }
+        // As for user names: a NUL would reach Postgres, a newline or a bell would end up
+        // in every page and log line that shows the product.
+        if name.chars().any(char::is_control) {
+            return Err("name must not contain control characters".into());
+        }
         if self.description.chars().count() > 5000 {
             return Err("description is longer than 5000 characters".into());
+        }
+        // A description may run over several lines; nothing else invisible.
+        if self
+            .description
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(
+                "description must not contain control characters other than line breaks and tabs"
+                    .into(),
+            );
         }
         if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
             return Err(format!(
@@ -94,6 +110,17 @@ mod tests {
         assert!(input("Mug", MAX_PRICE_CENTS + 1, 1).validate().is_err());
         assert!(input("Mug", i64::MAX, 1).validate().is_err());
         assert!(input("Mug", 1, MAX_STOCK + 1).validate().is_err());
+        for name in ["Mu\ng", "Mug\u{7}", "M\0ug", "Mu\u{85}g"] {
+            assert!(input(name, 1, 1).validate().is_err(), "{name:?}");
+        }
+        let described = |description: &str| ProductInput {
+            description: description.into(),
+            ..input("Mug", 1, 1)
+        };
+        assert!(described("Two lines,\r\nand a\ttab.").validate().is_ok());
+        assert!(described("Ünïcödé ☕ 🫖").validate().is_ok());
+        assert!(described("a NUL \0 here").validate().is_err());
+        assert!(described("an escape \u{1b}[31m").validate().is_err());
     }
 
     #[test]

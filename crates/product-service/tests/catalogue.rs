@@ -242,6 +242,59 @@ async fn listing_pages_through_the_catalogue() {
     app.stop().await;
 }
 
+/// Products as large as the rules allow (5000 four-byte characters each): a full page of
+/// them would not fit in one NATS message. The page stops at its byte budget instead, and
+/// paging over the mesh by what came back reaches every product once.
+#[tokio::test]
+async fn a_page_of_large_products_is_cut_to_fit_the_mesh() {
+    use tower::ServiceExt;
+    let app = start().await;
+    let description = "\u{1fad6}".repeat(5000);
+    for n in 0..40 {
+        let (status, product) = app
+            .send(
+                reqwest::Method::POST,
+                "/products",
+                Some(json!({"name": format!("Teapot {n}"), "description": description, "price_cents": 100, "stock": 1})),
+                true,
+            )
+            .await;
+        assert_eq!(status, 201, "{product}");
+    }
+    let nats = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("NATS");
+    let channel = Channel::nats(nats, &app.mesh_name);
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    while seen.len() < 40 {
+        let request = http::Request::get(format!("/products?limit=100&offset={}", seen.len()))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let response = channel.clone().oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), 200);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let page: Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(page["total"], 40);
+        let items = page["items"].as_array().expect("items");
+        assert!(!items.is_empty(), "a page holds at least one product");
+        for item in items {
+            assert_eq!(item["description"], description.as_str());
+            assert!(
+                seen.insert(item["id"].as_str().expect("id").to_owned()),
+                "{} twice",
+                item["id"]
+            );
+        }
+        pages += 1;
+    }
+    assert!(pages > 1, "40 products of 20 KB do not fit in one page");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn reads_are_cached_and_writes_invalidate() {
     let app = start().await;

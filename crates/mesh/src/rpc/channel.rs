@@ -310,6 +310,9 @@ impl Endpoint {
                 format!("the request is larger than the mesh accepts for {service}: {detail}")
             }
             MeshErrorKind::Transport => format!("calling {service} failed: {detail}"),
+            MeshErrorKind::ResponseTooLarge => {
+                format!("{service}'s answer is larger than the mesh carries: {detail}")
+            }
         }
     }
 }
@@ -372,7 +375,9 @@ pub(crate) fn mesh_error_response(
     let code = match kind {
         MeshErrorKind::NoResponder | MeshErrorKind::Transport => grpc_status::UNAVAILABLE,
         MeshErrorKind::Timeout => grpc_status::DEADLINE_EXCEEDED,
-        MeshErrorKind::PayloadTooLarge => grpc_status::RESOURCE_EXHAUSTED,
+        MeshErrorKind::PayloadTooLarge | MeshErrorKind::ResponseTooLarge => {
+            grpc_status::RESOURCE_EXHAUSTED
+        }
     };
     grpc_error_response(code, message, kind.code())
 }

@@ -312,8 +312,8 @@ fn encode_mesh_error(
     )
 }
 
-/// A response that does not fit in one NATS message becomes a 502 (for gRPC,
-/// RESOURCE_EXHAUSTED) that says so.
+/// A response that does not fit in one NATS message becomes a 502 `upstream_response_too_large`
+/// (for gRPC, RESOURCE_EXHAUSTED) that says so.
 fn fit_in_one_message(
     max_payload: usize,
     request: &async_nats::Message,
@@ -331,12 +331,5 @@ fn fit_in_one_message(
     );
     let is_grpc = wire::decode_request_head(request.headers.as_ref())
         .is_ok_and(|head| wire::is_grpc(&head.headers));
-    let kind = if is_grpc {
-        // What a gRPC server answers a response over its limit: not UNAVAILABLE, which
-        // a caller would retry for the same result.
-        MeshErrorKind::PayloadTooLarge
-    } else {
-        MeshErrorKind::Transport
-    };
-    encode_mesh_error(is_grpc, kind, &msg)
+    encode_mesh_error(is_grpc, MeshErrorKind::ResponseTooLarge, &msg)
 }

@@ -48,6 +48,10 @@ pub enum MeshErrorKind {
     Timeout,
     /// The request does not fit in one message: 413.
     PayloadTooLarge,
+    /// The service's answer does not fit in one message: 502. Not the path failing and not
+    /// the service being unwell: the same request gets the same answer, so it is neither
+    /// retried nor counted against the service by a circuit breaker.
+    ResponseTooLarge,
     /// The request could not be sent or the answer not read: 502.
     Transport,
 }
@@ -58,7 +62,7 @@ impl MeshErrorKind {
             Self::NoResponder => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Transport => StatusCode::BAD_GATEWAY,
+            Self::Transport | Self::ResponseTooLarge => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -68,6 +72,7 @@ impl MeshErrorKind {
             Self::Timeout => "upstream_timeout",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Transport => "upstream_error",
+            Self::ResponseTooLarge => "upstream_response_too_large",
         }
     }
 
@@ -83,6 +88,7 @@ impl MeshErrorKind {
             Self::Timeout,
             Self::PayloadTooLarge,
             Self::Transport,
+            Self::ResponseTooLarge,
         ]
         .into_iter()
         .find(|k| k.code() == code)
