@@ -150,7 +150,7 @@ async fn echo(request: Request) -> axum::Json<Value> {
         .map(|(name, value)| {
             (
                 name.as_str().to_owned(),
-                Value::from(value.to_str().unwrap_or("<binary>")),
+                Value::from(std::str::from_utf8(value.as_bytes()).unwrap_or("<binary>")),
             )
         })
         .collect();
@@ -625,6 +625,50 @@ async fn request_ids_headers_queries_and_bodies_are_forwarded() {
     );
     assert!(!metrics.contains("abc-1"), "{metrics}");
 
+    gateway.stop();
+    products.shutdown().await;
+}
+
+/// Header values in UTF-8 (an `Idempotency-Key` in a user's language) cross the mesh as
+/// they are; opaque bytes, which NATS headers cannot carry, are refused with a 400 rather
+/// than dropped on the way (a dropped key would place an order twice).
+#[tokio::test]
+async fn utf8_header_values_cross_the_mesh_and_opaque_bytes_are_refused() {
+    let nats = nats().await;
+    let names = fresh_names();
+    let products = serve_echo(&nats, &names.product).await;
+    let gateway = start_gateway(&names, &[]).await;
+
+    let utf8 = reqwest::header::HeaderValue::from_bytes("clé-1 ☕".as_bytes()).expect("value");
+    let response = gateway
+        .http
+        .get(gateway.url("/products/p-1"))
+        .header("idempotency-key", utf8)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 200);
+    let seen: Value = response.json().await.expect("echo");
+    assert_eq!(seen["headers"]["idempotency-key"], "clé-1 ☕");
+
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"cl\xe9-1").expect("value");
+    let response = gateway
+        .http
+        .get(gateway.url("/products/p-1"))
+        .header("idempotency-key", latin1)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(header(response.headers(), "mesh-error"), "bad_request");
+    let body: Value = response.json().await.expect("error body");
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("idempotency-key")),
+        "{body}"
+    );
     gateway.stop();
     products.shutdown().await;
 }

@@ -40,6 +40,26 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `Idempotency-Key`, if the request has one. Any UTF-8 text up to 200 characters: a key
+/// that cannot be read is refused, never taken for no key (the retry would place a second
+/// order).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = std::str::from_utf8(value.as_bytes())
+        .map_err(|_| ApiError::invalid("Idempotency-Key must be UTF-8 text"))?;
+    if key.is_empty() {
+        return Ok(None);
+    }
+    if key.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "Idempotency-Key is longer than 200 characters",
+        ));
+    }
+    Ok(Some(key))
+}
+
 async fn create(
     State(orders): State<Orders>,
     claims: Claims,
@@ -61,12 +81,7 @@ async fn create(
             Ok((product_id, line.quantity))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let key = header(&headers, "idempotency-key");
-    if key.is_some_and(|k| k.len() > 200) {
-        return Err(ApiError::invalid(
-            "Idempotency-Key is longer than 200 characters",
-        ));
-    }
+    let key = idempotency_key(&headers)?;
     let order = orders
         .place(
             user_id,

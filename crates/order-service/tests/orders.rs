@@ -74,6 +74,40 @@ async fn a_retried_order_with_the_same_idempotency_key_reserves_once() {
     stack.stop().await;
 }
 
+/// A key in any language is a key; one that cannot be read is refused, never taken for no
+/// key (the retry would place a second order).
+#[tokio::test]
+async fn idempotency_keys_are_utf8_text_and_unreadable_ones_are_refused() {
+    let stack = start("60s").await;
+    let user = Uuid::now_v7();
+    let product = stack.product(100, 10).await;
+    let post = |key: reqwest::header::HeaderValue| {
+        stack
+            .http
+            .post(format!("{}/orders", stack.orders))
+            .bearer_auth(common::token_for(user))
+            .header("idempotency-key", key)
+            .json(&items(&product, 2))
+    };
+    let utf8 = || reqwest::header::HeaderValue::from_bytes("clé-1 ☕".as_bytes()).expect("value");
+    let (first_status, first) = testkit::http::send_json(post(utf8())).await;
+    let (second_status, second) = testkit::http::send_json(post(utf8())).await;
+    assert_eq!(
+        (first_status, second_status),
+        (201, 201),
+        "{first} {second}"
+    );
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(stack.stock(&product).await, 8);
+
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"cl\xe9-1").expect("value");
+    let (status, body) = testkit::http::send_json(post(latin1)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_fields");
+    assert_eq!(stack.stock(&product).await, 8, "nothing reserved");
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn an_order_whose_payment_never_comes_is_cancelled_and_compensated() {
     let stack = start("1s").await;

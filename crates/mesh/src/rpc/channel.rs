@@ -193,12 +193,19 @@ impl Endpoint {
             .map_err(|e| ChannelError::Body(e.into()))?;
         let response = match &self.target {
             Target::Nats { client, subject } => {
-                let headers = wire::encode_request_head(
+                let headers = match wire::encode_request_head(
                     &parts.method,
                     path_and_query(&parts.uri),
                     &parts.headers,
                     Some(budget),
-                );
+                ) {
+                    Ok(headers) => headers,
+                    Err(not_text) => {
+                        let kind = MeshErrorKind::BadRequest;
+                        let msg = self.describe(kind, budget, &not_text.to_string());
+                        return Ok(into_mesh_body(mesh_error_response(grpc, kind, &msg)));
+                    }
+                };
                 let request = async_nats::Request::new()
                     .headers(headers)
                     .payload(body)
@@ -313,6 +320,9 @@ impl Endpoint {
             MeshErrorKind::ResponseTooLarge => {
                 format!("{service}'s answer is larger than the mesh carries: {detail}")
             }
+            MeshErrorKind::BadRequest => {
+                format!("the request to {service} cannot be sent: {detail}")
+            }
         }
     }
 }
@@ -378,6 +388,7 @@ pub(crate) fn mesh_error_response(
         MeshErrorKind::PayloadTooLarge | MeshErrorKind::ResponseTooLarge => {
             grpc_status::RESOURCE_EXHAUSTED
         }
+        MeshErrorKind::BadRequest => grpc_status::INVALID_ARGUMENT,
     };
     grpc_error_response(code, message, kind.code())
 }
@@ -421,6 +432,7 @@ pub fn grpc_error_response(
 
 /// The gRPC status codes the mesh produces (grpc/doc/statuscodes.md).
 pub mod grpc_status {
+    pub const INVALID_ARGUMENT: &str = "3";
     pub const DEADLINE_EXCEEDED: &str = "4";
     pub const RESOURCE_EXHAUSTED: &str = "8";
     pub const UNAVAILABLE: &str = "14";

@@ -48,6 +48,8 @@ pub enum MeshErrorKind {
     Timeout,
     /// The request does not fit in one message: 413.
     PayloadTooLarge,
+    /// The request cannot be carried as it is (a header value that is not text): 400.
+    BadRequest,
     /// The service's answer does not fit in one message: 502. Not the path failing and not
     /// the service being unwell: the same request gets the same answer, so it is neither
     /// retried nor counted against the service by a circuit breaker.
@@ -62,6 +64,7 @@ impl MeshErrorKind {
             Self::NoResponder => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::Transport | Self::ResponseTooLarge => StatusCode::BAD_GATEWAY,
         }
     }
@@ -71,6 +74,7 @@ impl MeshErrorKind {
             Self::NoResponder => "upstream_unavailable",
             Self::Timeout => "upstream_timeout",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::BadRequest => "bad_request",
             Self::Transport => "upstream_error",
             Self::ResponseTooLarge => "upstream_response_too_large",
         }
@@ -87,6 +91,7 @@ impl MeshErrorKind {
             Self::NoResponder,
             Self::Timeout,
             Self::PayloadTooLarge,
+            Self::BadRequest,
             Self::Transport,
             Self::ResponseTooLarge,
         ]
@@ -167,9 +172,16 @@ fn nats_trailer_name(name: &HeaderName) -> Option<async_nats::HeaderName> {
     })
 }
 
-/// Copies HTTP headers into NATS headers, dropping hop-by-hop ones and values that are not
-/// visible ASCII (NATS headers are text). Trailers are named with [`nats_trailer_name`].
-fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool) {
+/// Copies HTTP headers into NATS headers, dropping hop-by-hop ones. NATS headers are UTF-8
+/// text: a value that is not (opaque bytes, which HTTP allows) cannot be carried and is
+/// left out; the name of the first one left out is returned. Trailers are named with
+/// [`nats_trailer_name`].
+fn copy_to_nats<'a>(
+    src: &'a HeaderMap,
+    dst: &mut async_nats::HeaderMap,
+    trailers: bool,
+) -> Option<&'a HeaderName> {
+    let mut not_text = None;
     let mut previous: Option<&HeaderName> = None;
     for (name, value) in src {
         // The http map yields the values of one name one after the other: the first is an
@@ -179,8 +191,10 @@ fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool
         if is_hop_by_hop(name) || is_reserved(name) {
             continue;
         }
-        let Ok(text) = value.to_str() else {
-            tracing::debug!(header = %name, "Non-text header value not carried over NATS.");
+        // Not `to_str`, which refuses everything but visible ASCII: an `Idempotency-Key` or
+        // an `If-Match` in UTF-8 must arrive, not vanish.
+        let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+            not_text.get_or_insert(name);
             continue;
         };
         let nats_name = if trailers {
@@ -195,7 +209,13 @@ fn copy_to_nats(src: &HeaderMap, dst: &mut async_nats::HeaderMap, trailers: bool
             dst.insert(nats_name, text);
         }
     }
+    not_text
 }
+
+/// A request header the mesh cannot carry.
+#[derive(Debug, thiserror::Error)]
+#[error("the value of the {0} header is not UTF-8 text, which NATS headers carry")]
+pub(crate) struct NotText(pub HeaderName);
 
 /// A message's NATS headers, sorted in one pass into the mesh's own and the HTTP ones.
 #[derive(Debug, Default)]
@@ -242,14 +262,18 @@ fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &name[prefix.len()..])
 }
 
+/// The request's head as NATS headers; a header value that is not text refuses the request
+/// rather than leave it out (a dropped `Idempotency-Key` would place an order twice).
 pub(crate) fn encode_request_head(
     method: &Method,
     path_and_query: &str,
     headers: &HeaderMap,
     budget: Option<Duration>,
-) -> async_nats::HeaderMap {
+) -> Result<async_nats::HeaderMap, NotText> {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, false);
+    if let Some(name) = copy_to_nats(headers, &mut nats, false) {
+        return Err(NotText(name.clone()));
+    }
     // Room for a budget of up to 20 digits and its unit.
     let mut line = String::with_capacity(method.as_str().len() + path_and_query.len() + 24);
     line.push_str(method.as_str());
@@ -262,7 +286,7 @@ pub(crate) fn encode_request_head(
         let _ = write!(line, " {millis}{BUDGET_UNIT}");
     }
     nats.insert(REQUEST, line);
-    nats
+    Ok(nats)
 }
 
 /// The parts of a request read back from a NATS message.
@@ -326,9 +350,11 @@ pub(crate) fn encode_response_head(
     trailers: Option<&HeaderMap>,
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
-    copy_to_nats(headers, &mut nats, false);
-    if let Some(trailers) = trailers {
-        copy_to_nats(trailers, &mut nats, true);
+    // A response cannot be refused: what is not text is left out, and said so.
+    let not_text = copy_to_nats(headers, &mut nats, false)
+        .or_else(|| trailers.and_then(|trailers| copy_to_nats(trailers, &mut nats, true)));
+    if let Some(name) = not_text {
+        tracing::debug!(header = %name, "Response header value that is not text left out of the NATS reply.");
     }
     // 200 is what a reply without `Mesh-Status` means.
     if status != StatusCode::OK {
@@ -368,6 +394,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn utf8_header_values_are_carried_and_opaque_bytes_refuse_the_request() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_bytes("clé-1 ☕".as_bytes()).expect("obs-text"),
+        );
+        let nats =
+            encode_request_head(&Method::POST, "/orders", &headers, None).expect("UTF-8 is text");
+        let head = decode_request_head(Some(&nats)).expect("decodes");
+        assert_eq!(
+            head.headers["idempotency-key"].as_bytes(),
+            "clé-1 ☕".as_bytes()
+        );
+
+        headers.insert(
+            "if-match",
+            HeaderValue::from_bytes(b"\"caf\xe9\"").expect("obs-text"),
+        );
+        let refused = encode_request_head(&Method::PUT, "/products/1", &headers, None)
+            .expect_err("Latin-1 is not UTF-8");
+        assert_eq!(refused.0, "if-match");
+
+        // A response cannot be refused: the header is left out, the rest goes.
+        let mut response = HeaderMap::new();
+        response.insert(
+            "x-latin1",
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
+        );
+        response.insert("x-fine", HeaderValue::from_static("yes"));
+        let nats = encode_response_head(StatusCode::OK, &response, None);
+        let (_, headers, _) = decode_response_head(None, Some(&nats)).expect("decodes");
+        assert_eq!(headers["x-fine"], "yes");
+        assert!(!headers.contains_key("x-latin1"));
+    }
+
+    #[test]
     fn request_head_round_trips() {
         let mut headers = HeaderMap::new();
         headers.insert("traceparent", HeaderValue::from_static("00-abc-def-01"));
@@ -379,7 +441,8 @@ mod tests {
             "/products/1?x=y",
             &headers,
             Some(Duration::from_millis(1500)),
-        );
+        )
+        .expect("text headers");
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.method, Method::PUT);
         assert_eq!(head.uri, "/products/1?x=y");
@@ -406,7 +469,8 @@ mod tests {
             "/products/1",
             &headers,
             Some(Duration::from_millis(100)),
-        );
+        )
+        .expect("text headers");
         assert_eq!(nats.len(), 2, "the mesh's request line and x-kept only");
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.method, Method::GET);
@@ -494,7 +558,8 @@ mod tests {
             "/products/7",
             &HeaderMap::new(),
             Some(Duration::from_micros(2_500_400)),
-        );
+        )
+        .expect("text headers");
         let line = nats.get(REQUEST).map(|v| v.as_str().to_owned());
         assert_eq!(line.as_deref(), Some("GET /products/7 2500ms"));
         // A budget under a millisecond still travels as one: zero would mean "already late".
@@ -503,12 +568,14 @@ mod tests {
             "/",
             &HeaderMap::new(),
             Some(Duration::from_micros(10)),
-        );
+        )
+        .expect("text headers");
         assert_eq!(nats.get(REQUEST).map(|v| v.as_str()), Some("GET / 1ms"));
         let head = decode_request_head(Some(&nats)).expect("decodes");
         assert_eq!(head.budget, Some(Duration::from_millis(1)));
 
-        let unbounded = encode_request_head(&Method::POST, "/x?y=1", &HeaderMap::new(), None);
+        let unbounded = encode_request_head(&Method::POST, "/x?y=1", &HeaderMap::new(), None)
+            .expect("text headers");
         assert_eq!(
             unbounded.get(REQUEST).map(|v| v.as_str()),
             Some("POST /x?y=1")
