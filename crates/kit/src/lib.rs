@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod fallback;
 pub mod health;
 pub mod metrics;
 pub mod runtime;

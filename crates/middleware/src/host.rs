@@ -194,6 +194,8 @@ impl Host {
 
     /// Binds `addr` and starts answering on the mesh; call [`Hosted::run_until_stopped`].
     pub async fn serve(self, router: Router, addr: SocketAddr) -> Result<Hosted, HostError> {
+        // No route, no such method, axum's own rejections: in the contract's error shape.
+        let router = kit::fallback::contract_errors(router);
         let router = Self::standard_layers(router, &self.metrics);
         let service = kit::Service::bind(&self.name, addr)
             .await

@@ -295,6 +295,38 @@ async fn a_page_of_large_products_is_cut_to_fit_the_mesh() {
     app.stop().await;
 }
 
+/// Paths next to the routes (a trailing slash, one segment too many), methods a route does
+/// not have, and ids that are not UTF-8 answer in the contract's shape, not with tonic's
+/// empty 200 (the gRPC routes share this router) or axum's empty or plain-text answers.
+#[tokio::test]
+async fn near_misses_answer_in_the_contract_shape() {
+    let app = start().await;
+    let product = app.create("Mug", 100, 1).await;
+    let id = product["id"].as_str().expect("id");
+    for path in [format!("/products/{id}/"), format!("/products/{id}/x")] {
+        let (status, body) = app.send(reqwest::Method::GET, &path, None, false).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    let response = app
+        .http
+        .patch(format!("{}/products/{id}", app.base))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 405);
+    assert!(response.headers().contains_key("allow"));
+    let body: Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, body) = app
+        .send(reqwest::Method::GET, "/products/%FF", None, false)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn reads_are_cached_and_writes_invalidate() {
     let app = start().await;
