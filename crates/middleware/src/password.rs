@@ -5,6 +5,11 @@
 //! a burst of logins must not stall the async worker threads. Verification uses the
 //! parameters stored in the PHC string, so hashes made with older (cheaper) settings still
 //! verify.
+//!
+//! bcrypt hashes (`$2a$`, `$2b$`, `$2y$`), as the Go workshop's user-service stored them,
+//! verify too, so accounts carried over from it can log in; [`needs_rehash`] tells the
+//! caller to replace such a hash (or an argon2 one made with other parameters) with a
+//! fresh one once the password is known to be right.
 
 use std::sync::OnceLock;
 
@@ -19,6 +24,8 @@ pub const T_COST: u32 = 2;
 pub const P_COST: u32 = 1;
 /// Salt length in bytes (the argon2 crate's recommendation).
 const SALT_LEN: usize = 16;
+/// bcrypt reads at most this many bytes of a password (Go's bcrypt refuses longer ones).
+const BCRYPT_MAX_PASSWORD: usize = 72;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -94,7 +101,33 @@ fn hash_blocking(password: &[u8]) -> Result<String, PasswordError> {
     Ok(hash.to_string())
 }
 
+/// Whether a stored hash should be replaced by one made now, at the next successful login:
+/// a bcrypt hash from the Go workshop, or an argon2 one with other parameters.
+pub fn needs_rehash(stored: &str) -> bool {
+    !stored.starts_with(&format!(
+        "$argon2id$v=19$m={M_COST_KIB},t={T_COST},p={P_COST}$"
+    ))
+}
+
+fn is_bcrypt(stored: &str) -> bool {
+    ["$2a$", "$2b$", "$2x$", "$2y$"]
+        .iter()
+        .any(|prefix| stored.starts_with(prefix))
+}
+
+fn verify_bcrypt(password: &[u8], stored: &str) -> Result<bool, PasswordError> {
+    if password.len() > BCRYPT_MAX_PASSWORD {
+        // No bcrypt hash was made from it: the Go service refused such passwords, and
+        // comparing only the first 72 bytes would let a longer, different one in.
+        return Ok(false);
+    }
+    bcrypt::verify(password, stored).map_err(|error| PasswordError::Malformed(error.to_string()))
+}
+
 fn verify_blocking(password: &[u8], phc: &str) -> Result<bool, PasswordError> {
+    if is_bcrypt(phc) {
+        return verify_bcrypt(password, phc);
+    }
     let parsed =
         PasswordHash::new(phc).map_err(|error| PasswordError::Malformed(error.to_string()))?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
@@ -114,6 +147,48 @@ fn verify_blocking(password: &[u8], phc: &str) -> Result<bool, PasswordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bcrypt_hashes_from_the_go_service_verify_and_ask_to_be_replaced() {
+        // What Go's bcrypt.GenerateFromPassword stores ($2a$), at the lowest cost for speed.
+        let stored = bcrypt::hash_with_salt("gopher pass", 4, [7; 16])
+            .expect("bcrypt")
+            .format_for_version(bcrypt::Version::TwoA);
+        assert!(stored.starts_with("$2a$04$"));
+        assert!(
+            verify_password("gopher pass".into(), stored.clone())
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !verify_password("gopher pasS".into(), stored.clone())
+                .await
+                .expect("verify")
+        );
+        // bcrypt reads 72 bytes: a longer password sharing them must not get in.
+        let long = "x".repeat(72);
+        let long_hash = bcrypt::hash(&long, 4).expect("bcrypt");
+        assert!(
+            verify_password(long.clone(), long_hash.clone())
+                .await
+                .expect("verify")
+        );
+        assert!(
+            !verify_password(format!("{long}y"), long_hash)
+                .await
+                .expect("verify")
+        );
+        assert!(needs_rehash(&stored));
+        let fresh = hash_password("gopher pass".into()).await.expect("hash");
+        assert!(!needs_rehash(&fresh));
+        assert!(needs_rehash(
+            "$argon2id$v=19$m=4096,t=3,p=1$c2FsdHNhbHQ$aGFzaA"
+        ));
+        assert!(matches!(
+            verify_password("x".into(), "$2b$04$not-a-bcrypt-hash".into()).await,
+            Err(PasswordError::Malformed(_))
+        ));
+    }
 
     const OWASP_PREFIX: &str = "$argon2id$v=19$m=19456,t=2,p=1$";
 

@@ -74,6 +74,24 @@ impl Store {
             .await
     }
 
+    /// Replaces a password hash with a stronger one, unless it changed meanwhile; `false`
+    /// when it did (or the account is gone).
+    pub async fn upgrade_password_hash(
+        &self,
+        id: Uuid,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let updated =
+            sqlx::query("UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2")
+                .bind(id)
+                .bind(old)
+                .bind(new)
+                .execute(&self.pool)
+                .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
     pub async fn by_id(&self, id: Uuid) -> Result<Option<User>, sqlx::Error> {
         sqlx::query_as("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id)

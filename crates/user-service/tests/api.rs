@@ -288,3 +288,65 @@ async fn the_same_routes_answer_over_the_mesh() {
     assert_eq!(channel.oneshot(health).await.expect("answer").status(), 200);
     app.stop().await;
 }
+
+/// An account carried over from the Go workshop keeps its bcrypt hash: the right password
+/// logs in, and that login replaces the hash with today's argon2id; a wrong one is 401.
+#[tokio::test]
+async fn an_account_with_a_go_bcrypt_hash_logs_in_and_is_upgraded() {
+    let app = start().await;
+    let address = email();
+    let id = uuid::Uuid::now_v7();
+    // As Go's bcrypt.GenerateFromPassword stored it (cost 4 here, for speed).
+    let go_hash = bcrypt::hash_with_salt("gopher pass", 4, [9; 16])
+        .expect("bcrypt")
+        .format_for_version(bcrypt::Version::TwoA);
+    let pool = sqlx::PgPool::connect(&app.database_url)
+        .await
+        .expect("user database");
+    sqlx::query("INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, 'Gopher', $3)")
+        .bind(id)
+        .bind(&address)
+        .bind(&go_hash)
+        .execute(&pool)
+        .await
+        .expect("carried-over account");
+    let stored = || async {
+        sqlx::query_scalar::<_, String>("SELECT password_hash FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("hash")
+    };
+
+    let (status, body) = app
+        .post(
+            "/login",
+            json!({"email": address, "password": "wrong pass"}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(stored().await, go_hash, "a wrong password changes nothing");
+
+    let (status, body) = app
+        .post(
+            "/login",
+            json!({"email": address, "password": "gopher pass"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let upgraded = stored().await;
+    assert!(
+        upgraded.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{upgraded}"
+    );
+    let (status, _) = app
+        .post(
+            "/login",
+            json!({"email": address, "password": "gopher pass"}),
+        )
+        .await;
+    assert_eq!(status, 200, "the upgraded hash verifies");
+    assert_eq!(stored().await, upgraded, "upgraded once");
+    pool.close().await;
+    app.stop().await;
+}
