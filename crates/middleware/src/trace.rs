@@ -4,6 +4,11 @@
 //! span with it (continuing the caller's trace from `traceparent` when OpenTelemetry is on),
 //! and returns the id on the response. [`inject_trace_headers`] (clients): forwards the
 //! request id and adds `traceparent` for the current span when the request has none.
+//!
+//! Events: [`consumer_span`] opens the span a consumed event is handled in, a child of the
+//! event's `traceparent`; [`traceparent_or`] is what an event emitted now should carry: the
+//! current span's context, so the trace shows each hop, or (OpenTelemetry off) the one the
+//! work started from.
 
 use std::task::{Context, Poll};
 
@@ -55,6 +60,47 @@ pub fn inject_trace_headers(headers: &mut HeaderMap) {
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
+}
+
+/// A `traceparent` alone, as an event carries it.
+struct TraceparentCarrier<'a>(Option<&'a str>);
+
+impl Extractor for TraceparentCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        (key == TRACEPARENT).then_some(self.0).flatten()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+/// The span a consumed event is handled in: `consume <event type>`, a child of the event's
+/// `traceparent` (when OpenTelemetry is on), with the event's id and key.
+pub fn consumer_span(event: &mesh::Event) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format!("consume {}", event.kind),
+        otel.kind = "consumer",
+        event_id = %event.id,
+        event_key = %event.key,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&TraceparentCarrier(event.traceparent.as_deref()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// The `traceparent` of the current span, or `fallback` when there is none to give
+/// (OpenTelemetry off): what an event emitted now carries.
+pub fn traceparent_or(fallback: Option<String>) -> Option<String> {
+    let context = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut carrier);
+    });
+    carrier.remove(TRACEPARENT).or(fallback)
 }
 
 fn valid_request_id(value: &HeaderValue) -> bool {
@@ -142,6 +188,46 @@ where
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn event() -> mesh::Event {
+        mesh::Event::new("shopmesh.test", "/test", "k-1", &serde_json::json!({}))
+            .expect("event")
+            .with_traceparent(Some(INCOMING.to_owned()))
+    }
+
+    #[test]
+    fn a_consumed_event_is_handled_in_a_child_of_its_trace() {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = consumer_span(&event());
+            let _entered = span.enter();
+            let emitted = traceparent_or(Some("unused".into())).expect("a traceparent");
+            let parts: Vec<&str> = emitted.split('-').collect();
+            assert_eq!(parts.len(), 4, "{emitted}");
+            assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+            assert_ne!(parts[2], "00f067aa0ba902b7", "a span of its own");
+        });
+    }
+
+    #[test]
+    fn without_opentelemetry_the_incoming_traceparent_is_carried_on() {
+        let span = consumer_span(&event());
+        let _entered = span.enter();
+        assert_eq!(
+            traceparent_or(Some(INCOMING.to_owned())).as_deref(),
+            Some(INCOMING)
+        );
+        assert_eq!(traceparent_or(None), None);
+    }
 
     fn echo_id() -> impl Service<
         Request<()>,

@@ -23,6 +23,7 @@ use mesh::jetstream::EventStream;
 use mesh::kafka::{EventConsumer, Received, SagaSettings, run_worker};
 use middleware::host::{Host, Hosted};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 pub use render::{Rendered, money, render};
 pub use routes::LIST_LIMIT;
@@ -219,7 +220,8 @@ impl App {
         let handle = move |event: mesh::Event| {
             let notifier = notifier.clone();
             let stop = stop.clone();
-            async move { notifier.handle(&event, &stop).await.map(drop) }
+            let span = middleware::trace::consumer_span(&event);
+            async move { notifier.handle(&event, &stop).await.map(drop) }.instrument(span)
         };
         match &config.source {
             Source::Kafka => {

@@ -20,6 +20,7 @@ use mesh::kafka::{EventConsumer, SagaSettings, run_worker};
 use mesh::rpc::{Channel, Transport};
 use middleware::auth::{JwtKeys, JwtSettings};
 use middleware::host::{self, Host, Hosted};
+use tracing::Instrument;
 
 pub use orders::{Orders, PaymentOutcome};
 pub use products::Products;
@@ -125,7 +126,8 @@ impl App {
             async move {
                 run_worker("order-service", consumer, token, |received| {
                     let orders = orders.clone();
-                    async move { saga::handle_payment(&orders, received).await }
+                    let span = middleware::trace::consumer_span(&received.event);
+                    async move { saga::handle_payment(&orders, received).await }.instrument(span)
                 })
                 .await;
             }

@@ -88,7 +88,9 @@ async fn create(
             &lines,
             input.card_token,
             key,
-            header(&headers, "traceparent").map(str::to_owned),
+            // The request's own span (a child of the caller's traceparent): order_created
+            // continues from this hop.
+            middleware::trace::traceparent_or(header(&headers, "traceparent").map(str::to_owned)),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(order)))

@@ -27,7 +27,13 @@ pub async fn handle_payment(orders: &Orders, received: Received) -> Result<(), H
         }
     };
     orders
-        .settle(event.id, order_id, outcome, event.traceparent.clone())
+        .settle(
+            event.id,
+            order_id,
+            outcome,
+            // Runs in the event's consumer span: what it emits continues from there.
+            middleware::trace::traceparent_or(event.traceparent.clone()),
+        )
         .await
 }
 

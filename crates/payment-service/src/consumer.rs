@@ -177,7 +177,9 @@ impl Payments {
                 ),
             ),
         };
-        let emitted = emitted?.with_traceparent(event.traceparent.clone());
+        // Handled in the event's consumer span: payment_* continues the trace from here.
+        let emitted =
+            emitted?.with_traceparent(middleware::trace::traceparent_or(event.traceparent.clone()));
         outbox::enqueue(&mut tx, topic, &emitted).await?;
         tx.commit().await?;
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use kit::{ConfigError, Env, ServiceConfig, ServiceDefaults};
 use mesh::kafka::{EventConsumer, Received, SagaSettings, run_worker};
 use middleware::host::{Host, Hosted};
+use tracing::Instrument;
 
 pub use charge::{DECLINE_PREFIX, DEFAULT_CARD_TOKEN, decide};
 pub use consumer::CONSUMER;
@@ -102,7 +103,8 @@ impl App {
             token,
             move |received: Received| {
                 let payments = payments.clone();
-                async move { payments.handle(&received.event).await }
+                let span = middleware::trace::consumer_span(&received.event);
+                async move { payments.handle(&received.event).await }.instrument(span)
             },
         ));
         tracing::info!(
