@@ -698,6 +698,42 @@ async fn a_client_cannot_shorten_the_budget_and_open_an_upstreams_circuit() {
     products.shutdown().await;
 }
 
+/// Requests the mesh refuses before sending (a header value it cannot carry, a body over
+/// NATS's limit) are the client's doing: however many, they do not open the upstream's
+/// circuit for everyone else.
+#[tokio::test]
+async fn requests_the_mesh_refuses_do_not_open_an_upstreams_circuit() {
+    let nats = nats().await;
+    let names = fresh_names();
+    let products = serve_echo(&nats, &names.product).await;
+    let gateway = start_gateway(&names, &[]).await;
+    let latin1 = reqwest::header::HeaderValue::from_bytes(b"caf\xe9").expect("value");
+    // More than enough to open the breaker (10 calls, half failing), were each counted.
+    for _ in 0..30 {
+        let response = gateway
+            .http
+            .get(gateway.url("/products/p-1"))
+            .header("x-anything", latin1.clone())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status().as_u16(), 400);
+    }
+    let response = gateway
+        .http
+        .get(gateway.url("/products/p-1"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "everyone else still reaches product-service"
+    );
+    gateway.stop();
+    products.shutdown().await;
+}
+
 #[tokio::test]
 async fn openapi_json_describes_the_contract() {
     let gateway = start_gateway(&fresh_names(), &[]).await;

@@ -22,19 +22,18 @@ pub fn is_circuit_open(status: &tonic::Status) -> bool {
         .is_some_and(|marker| marker == CIRCUIT_OPEN)
 }
 
-/// The upstream (or the path to it) failed: any 5xx, the mesh's own 502/503/504 included. A
-/// 4xx is the caller's problem, and a breaker's own rejection is not an upstream outcome;
-/// nor is an answer too large for the mesh.
+/// The upstream (or the path to it) failed: an unmarked 5xx, or the mesh finding the
+/// upstream unreachable, too slow, or the exchange broken (503, 504, 502 `upstream_error`,
+/// also as gRPC statuses inside a 200). Nothing else the mesh answers is the upstream's
+/// doing: a request it refused itself (413, 400 for a header it cannot carry), an answer
+/// too large for it, a breaker's own rejection. Counted, those would let one client open
+/// the circuit for everyone with a few odd requests.
 pub fn is_upstream_failure<B>(response: &Response<B>) -> bool {
     match mesh_error(response) {
-        Some(CIRCUIT_OPEN) => false,
-        // An answer too large for the mesh says nothing of the upstream's health: counted,
-        // one caller's large page would open the circuit for everyone.
-        Some(code) if MeshErrorKind::from_code(code) == Some(MeshErrorKind::ResponseTooLarge) => {
-            false
-        }
-        // Mesh-made failures count even when they are gRPC statuses inside a 200.
-        Some(_) => true,
+        Some(code) => matches!(
+            MeshErrorKind::from_code(code),
+            Some(MeshErrorKind::NoResponder | MeshErrorKind::Timeout | MeshErrorKind::Transport)
+        ),
         None => response.status().is_server_error(),
     }
 }
@@ -116,5 +115,17 @@ mod tests {
             !is_upstream_failure(&response(502, Some("upstream_response_too_large"))),
             "a large answer says nothing of the upstream's health"
         );
+        // Requests the mesh refused before sending: the client's doing.
+        assert!(!is_upstream_failure(&response(400, Some("bad_request"))));
+        assert!(!is_upstream_failure(&response(
+            413,
+            Some("payload_too_large")
+        )));
+        for path_failure in ["upstream_unavailable", "upstream_timeout", "upstream_error"] {
+            assert!(
+                is_upstream_failure(&response(502, Some(path_failure))),
+                "{path_failure}"
+            );
+        }
     }
 }

@@ -116,12 +116,12 @@ fn is_bcrypt(stored: &str) -> bool {
 }
 
 fn verify_bcrypt(password: &[u8], stored: &str) -> Result<bool, PasswordError> {
-    if password.len() > BCRYPT_MAX_PASSWORD {
-        // No bcrypt hash was made from it: the Go service refused such passwords, and
-        // comparing only the first 72 bytes would let a longer, different one in.
-        return Ok(false);
-    }
-    bcrypt::verify(password, stored).map_err(|error| PasswordError::Malformed(error.to_string()))
+    let verified = bcrypt::verify(&password[..password.len().min(BCRYPT_MAX_PASSWORD)], stored)
+        .map_err(|error| PasswordError::Malformed(error.to_string()))?;
+    // Checked after the work, so an over-long password costs the same time as a wrong
+    // one: no bcrypt hash was made from it (Go's bcrypt refuses such passwords), and
+    // matching its first 72 bytes would let a longer, different one in.
+    Ok(verified && password.len() <= BCRYPT_MAX_PASSWORD)
 }
 
 fn verify_blocking(password: &[u8], phc: &str) -> Result<bool, PasswordError> {

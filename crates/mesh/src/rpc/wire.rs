@@ -351,8 +351,11 @@ pub(crate) fn encode_response_head(
 ) -> async_nats::HeaderMap {
     let mut nats = async_nats::HeaderMap::new();
     // A response cannot be refused: what is not text is left out, and said so.
-    let not_text = copy_to_nats(headers, &mut nats, false)
-        .or_else(|| trailers.and_then(|trailers| copy_to_nats(trailers, &mut nats, true)));
+    // Both copies run whatever the first finds: a header left out must not take the
+    // trailers (gRPC's status) with it.
+    let headers_not_text = copy_to_nats(headers, &mut nats, false);
+    let trailers_not_text = trailers.and_then(|trailers| copy_to_nats(trailers, &mut nats, true));
+    let not_text = headers_not_text.or(trailers_not_text);
     if let Some(name) = not_text {
         tracing::debug!(header = %name, "Response header value that is not text left out of the NATS reply.");
     }
@@ -423,10 +426,13 @@ mod tests {
             HeaderValue::from_bytes(b"caf\xe9").expect("obs-text"),
         );
         response.insert("x-fine", HeaderValue::from_static("yes"));
-        let nats = encode_response_head(StatusCode::OK, &response, None);
-        let (_, headers, _) = decode_response_head(None, Some(&nats)).expect("decodes");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let nats = encode_response_head(StatusCode::OK, &response, Some(&trailers));
+        let (_, headers, trailers) = decode_response_head(None, Some(&nats)).expect("decodes");
         assert_eq!(headers["x-fine"], "yes");
         assert!(!headers.contains_key("x-latin1"));
+        assert_eq!(trailers["grpc-status"], "0", "the trailers still go");
     }
 
     #[test]
