@@ -52,13 +52,16 @@ pub(crate) struct StreamSpec {
     pub(crate) duplicate_window: Duration,
 }
 
-/// Creates the stream unless it exists (an existing stream is left as configured).
+/// Creates the stream unless it exists, and gives it the bridge's duplicate window either
+/// way: the window is what absorbs the bridge's replays, so `BRIDGE_DUPLICATE_WINDOW` must
+/// hold even when notification-service created the stream first, or an earlier run did
+/// with another value.
 pub(crate) async fn ensure_stream(
     jetstream: &jetstream::Context,
     spec: &StreamSpec,
 ) -> Result<(), String> {
     EventStream::from_context(jetstream.clone())
-        .ensure_stream(&spec.name, spec.subjects.clone(), spec.duplicate_window)
+        .ensure_duplicate_window(&spec.name, spec.subjects.clone(), spec.duplicate_window)
         .await
         .map(drop)
         .map_err(|error| error.to_string())

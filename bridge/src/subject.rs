@@ -2,7 +2,7 @@
 //! services and tools that read the events), and the checks on configured prefixes and
 //! filters.
 
-pub use contracts::subjects::event_subject;
+pub use contracts::subjects::{event_subject, is_valid_filter};
 
 /// The last token of a subject: the key of a record forwarded from NATS to Kafka.
 pub fn last_token(subject: &str) -> &str {
@@ -18,17 +18,6 @@ pub fn is_literal_subject(subject: &str) -> bool {
                 && token != "*"
                 && token != ">"
                 && !token.contains(|c: char| c.is_whitespace() || c.is_control())
-        })
-}
-
-/// Whether `filter` is a valid subscription subject (wildcards allowed, `>` only last).
-pub fn is_valid_filter(filter: &str) -> bool {
-    let tokens: Vec<&str> = filter.split('.').collect();
-    !filter.is_empty()
-        && tokens.iter().enumerate().all(|(i, token)| {
-            !token.is_empty()
-                && !token.contains(|c: char| c.is_whitespace() || c.is_control())
-                && (*token != ">" || i + 1 == tokens.len())
         })
 }
 

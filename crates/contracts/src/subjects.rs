@@ -62,6 +62,19 @@ pub fn event_subject(prefix: &str, topic: &str, key: Option<&[u8]>) -> String {
     format!("{prefix}.{}.{}", token(topic), key_token(key))
 }
 
+/// Whether `filter` is a valid subscription subject: non-empty tokens without whitespace,
+/// wildcards allowed, `>` only last. nats-server answers anything else with an error the
+/// client does not report back: a subscription to it would wait forever, silently.
+pub fn is_valid_filter(filter: &str) -> bool {
+    let tokens: Vec<&str> = filter.split('.').collect();
+    !filter.is_empty()
+        && tokens.iter().enumerate().all(|(i, token)| {
+            !token.is_empty()
+                && !token.contains(|c: char| c.is_whitespace() || c.is_control())
+                && (*token != ">" || i + 1 == tokens.len())
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,11 @@ pub enum JetStreamError {
         stream: String,
         source: jetstream::context::CreateStreamError,
     },
+    #[error("cannot set the duplicate window of stream {stream}: {source}")]
+    Window {
+        stream: String,
+        source: async_nats::Error,
+    },
     #[error("cannot create consumer {durable} on {stream}: {source}")]
     Consumer {
         stream: String,
@@ -70,6 +75,38 @@ impl EventStream {
                 stream: name.to_owned(),
                 source,
             })
+    }
+
+    /// As [`Self::ensure_stream`], and an existing stream whose duplicate window differs is
+    /// brought to `duplicate_window` (its other settings kept): for the stream's owner, whose
+    /// setting must win over whoever happened to create the stream first.
+    pub async fn ensure_duplicate_window(
+        &self,
+        name: &str,
+        subjects: Vec<String>,
+        duplicate_window: Duration,
+    ) -> Result<stream::Stream, JetStreamError> {
+        let stream = self.ensure_stream(name, subjects, duplicate_window).await?;
+        let current = stream.cached_info().config.clone();
+        if current.duplicate_window == duplicate_window {
+            return Ok(stream);
+        }
+        tracing::info!(stream = %name, from = ?current.duplicate_window, to = ?duplicate_window, "Setting the stream's duplicate window.");
+        let error = |source: async_nats::Error| JetStreamError::Window {
+            stream: name.to_owned(),
+            source,
+        };
+        self.context
+            .update_stream(stream::Config {
+                duplicate_window,
+                ..current
+            })
+            .await
+            .map_err(|e| error(e.into()))?;
+        self.context
+            .get_stream(name)
+            .await
+            .map_err(|e| error(e.into()))
     }
 
     /// Publishes and waits for the stream's acknowledgement. With `msg_id`, a replay of the

@@ -137,6 +137,45 @@ async fn a_record_that_is_not_an_event_is_reported_with_its_position() {
     }
 }
 
+/// Whoever creates the stream first, its owner's duplicate window wins; a plain
+/// `ensure_stream` leaves an existing stream as it is.
+#[tokio::test]
+async fn the_owner_sets_the_duplicate_window_of_an_existing_stream() {
+    let client = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("NATS");
+    let events = EventStream::new(client);
+    let prefix = testkit::unique_name("window");
+    let stream = prefix.to_uppercase();
+    let subjects = || vec![format!("{prefix}.>")];
+    events
+        .ensure_stream(&stream, subjects(), Duration::from_secs(120))
+        .await
+        .expect("created by someone else first");
+    let kept = events
+        .ensure_stream(&stream, subjects(), Duration::from_secs(30))
+        .await
+        .expect("left as it is");
+    assert_eq!(
+        kept.cached_info().config.duplicate_window,
+        Duration::from_secs(120)
+    );
+    let owned = events
+        .ensure_duplicate_window(&stream, subjects(), Duration::from_secs(3600))
+        .await
+        .expect("window set");
+    assert_eq!(
+        owned.cached_info().config.duplicate_window,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(owned.cached_info().config.subjects, subjects());
+    events
+        .context()
+        .delete_stream(&stream)
+        .await
+        .expect("cleaned up");
+}
+
 #[tokio::test]
 async fn an_event_crosses_jetstream_with_every_attribute_intact_and_replays_are_absorbed() {
     let client = async_nats::connect(testkit::nats_url())

@@ -108,15 +108,27 @@ pub fn error_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
+/// The most `GET /notifications` answers (notification-service's `LIST_LIMIT`): a full page
+/// means there may be more.
+const SERVICE_LIST_LIMIT: usize = 100;
+
 pub fn render_list(items: &[Notification]) -> Vec<String> {
     if items.is_empty() {
         return vec!["no dead letters".to_owned()];
     }
-    let mut lines = vec![format!(
-        "{} dead letter{}",
-        items.len(),
-        if items.len() == 1 { "" } else { "s" }
-    )];
+    let header = if items.len() >= SERVICE_LIST_LIMIT {
+        format!(
+            "the newest {} dead letters (the service lists no more; older ones may be parked too)",
+            items.len()
+        )
+    } else {
+        format!(
+            "{} dead letter{}",
+            items.len(),
+            if items.len() == 1 { "" } else { "s" }
+        )
+    };
+    let mut lines = vec![header];
     lines.extend(items.iter().map(|n| {
         format!(
             "{}  {:<28} key={} attempts={} parked={} last_error={}",
@@ -166,6 +178,11 @@ mod tests {
             lines[1]
         );
         assert_eq!(render_list(&[]), ["no dead letters"]);
+        let full = vec![page.items[0].clone(); SERVICE_LIST_LIMIT];
+        assert!(
+            render_list(&full)[0].starts_with("the newest 100 dead letters"),
+            "a full page does not claim to be all of them"
+        );
     }
 
     #[test]

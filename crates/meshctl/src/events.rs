@@ -29,6 +29,12 @@ pub async fn tail(client: &async_nats::Client, options: &TailOptions) -> anyhow:
         return Ok(());
     }
     let subject = tail_subject(&options.prefix, options.filter.as_deref());
+    if !contracts::subjects::is_valid_filter(&subject) {
+        anyhow::bail!(
+            "{subject:?} is not a subject to listen on: tokens separated by single dots, \
+             no spaces, `*` for one token, `>` only last"
+        );
+    }
     let mut messages = client
         .subscribe(subject.clone())
         .await

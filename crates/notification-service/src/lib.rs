@@ -66,9 +66,21 @@ impl DeliverySettings {
                 format!("expected 1 to {}", Self::MAX_ATTEMPTS_CEILING),
             ));
         }
+        let retry_base = env.positive_duration_or("NOTIFY_RETRY_BASE", Self::DEFAULT_RETRY_BASE)?;
+        if retry_base > Self::MAX_RETRY_DELAY {
+            // Every wait is capped there: a larger base would be accepted and not honoured.
+            return Err(ConfigError::invalid(
+                "NOTIFY_RETRY_BASE",
+                &format!("{retry_base:?}"),
+                format!(
+                    "at most {:?}, the longest wait between attempts",
+                    Self::MAX_RETRY_DELAY
+                ),
+            ));
+        }
         Ok(Self {
             max_attempts,
-            retry_base: env.positive_duration_or("NOTIFY_RETRY_BASE", Self::DEFAULT_RETRY_BASE)?,
+            retry_base,
         })
     }
 
@@ -247,14 +259,18 @@ impl App {
                         contracts::subjects::EVENTS_DUPLICATE_WINDOW,
                     )
                     .await?;
+                // Topics as the bridge names them in subjects (one token each), and a
+                // durable name without dots: a TOPIC_PREFIX such as `t1.` stays usable.
                 let filters: Vec<String> = consumed
                     .iter()
-                    .map(|topic| format!("{subject_prefix}.{topic}.>"))
+                    .map(|topic| {
+                        format!("{subject_prefix}.{}.>", contracts::subjects::token(topic))
+                    })
                     .collect();
                 let consumer = events
                     .durable_consumer(
                         stream,
-                        &topics.group(CONSUMER),
+                        &contracts::subjects::token(&topics.group(CONSUMER)),
                         &filters,
                         Duration::from_secs(30),
                     )
@@ -302,6 +318,7 @@ mod tests {
             ("NOTIFY_MAX_ATTEMPTS", "many"),
             ("NOTIFY_MAX_ATTEMPTS", "0"),
             ("NOTIFY_RETRY_BASE", "soon"),
+            ("NOTIFY_RETRY_BASE", "11s"),
             ("NOTIFY_WEBHOOK_URL", "ftp://example.com/hook"),
         ] {
             let error = Config::from_env(&Env::from_pairs([(name, value)])).expect_err(value);
