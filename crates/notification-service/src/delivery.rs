@@ -23,7 +23,7 @@ use crate::render::render;
 use crate::sender::Sender;
 use crate::store::{self, DeliveryLock, Notification, PENDING, Store};
 
-/// How many PENDING rows a start resumes at most (the rest wait for the next start or
+/// How many PENDING rows one sweep resumes at most (the rest wait for the next sweep or
 /// their event's redelivery).
 const SWEEP_LIMIT: i64 = 1_000;
 
@@ -269,28 +269,24 @@ impl Notifier {
         Ok(Outcome::Dead)
     }
 
-    /// Resumes what a previous run left PENDING, then delivers each replayed notification
-    /// (sent by `POST /notifications/{event_id}/replay`), until `stop`.
+    /// Delivers each replayed notification (sent by `POST /notifications/{event_id}/replay`)
+    /// and, at start and then every `pending_sweep`, whatever is left PENDING: by a previous
+    /// run, or by a background delivery that met a database failure and gave up. A row
+    /// whose delivery is under way elsewhere is skipped (its lock is held), so the sweep
+    /// never sends twice.
     pub(crate) async fn run_queue(
         self: Arc<Self>,
         mut replays: mpsc::UnboundedReceiver<Uuid>,
         stop: CancellationToken,
     ) {
         let mut deliveries = JoinSet::new();
-        match self.store.pending_ids(SWEEP_LIMIT).await {
-            Ok(ids) => {
-                if !ids.is_empty() {
-                    tracing::info!(count = ids.len(), "Resuming notifications left pending.");
-                }
-                for event_id in ids {
-                    spawn_delivery(&self, &mut deliveries, event_id, &stop);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "Cannot look for pending notifications."),
-        }
+        // The first tick is immediate: the start's sweep.
+        let mut sweep = tokio::time::interval(self.settings.pending_sweep);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                _ = sweep.tick() => self.resume_pending(&mut deliveries, &stop).await,
                 next = replays.recv() => match next {
                     Some(event_id) => spawn_delivery(&self, &mut deliveries, event_id, &stop),
                     None => break,
@@ -300,6 +296,24 @@ impl Notifier {
         }
         while let Some(joined) = deliveries.join_next().await {
             log_join(joined);
+        }
+    }
+
+    async fn resume_pending(
+        self: &Arc<Self>,
+        deliveries: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) {
+        match self.store.pending_ids(SWEEP_LIMIT).await {
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    tracing::info!(count = ids.len(), "Resuming notifications left pending.");
+                }
+                for event_id in ids {
+                    spawn_delivery(self, deliveries, event_id, stop);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot look for pending notifications."),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct DeliverySettings {
     pub max_attempts: u32,
     /// `NOTIFY_RETRY_BASE`: the wait after the first failure; it doubles after each.
     pub retry_base: Duration,
+    /// `NOTIFY_PENDING_SWEEP`: how often notifications left PENDING are looked for and
+    /// delivered (after a crash, or a background delivery that met a database failure).
+    pub pending_sweep: Duration,
 }
 
 impl DeliverySettings {
@@ -55,6 +58,7 @@ impl DeliverySettings {
     pub const DEFAULT_RETRY_BASE: Duration = Duration::from_millis(200);
     /// No wait between two attempts is longer.
     pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+    pub const DEFAULT_PENDING_SWEEP: Duration = Duration::from_secs(60);
     const MAX_ATTEMPTS_CEILING: u32 = 1_000;
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
@@ -81,6 +85,8 @@ impl DeliverySettings {
         Ok(Self {
             max_attempts,
             retry_base,
+            pending_sweep: env
+                .positive_duration_or("NOTIFY_PENDING_SWEEP", Self::DEFAULT_PENDING_SWEEP)?,
         })
     }
 
@@ -100,6 +106,7 @@ impl Default for DeliverySettings {
         Self {
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             retry_base: Self::DEFAULT_RETRY_BASE,
+            pending_sweep: Self::DEFAULT_PENDING_SWEEP,
         }
     }
 }
@@ -341,6 +348,7 @@ mod tests {
         let fast = DeliverySettings {
             max_attempts: 3,
             retry_base: Duration::from_millis(10),
+            ..DeliverySettings::default()
         };
         assert_eq!(fast.backoff(1), Duration::from_millis(10));
         assert_eq!(fast.backoff(2), Duration::from_millis(20));

@@ -793,3 +793,27 @@ async fn events_from_the_jetstream_stream_are_notified_once() {
         .expect("cleanup");
     running.stop().await;
 }
+
+/// A notification left PENDING while the service runs (a background delivery that met a
+/// database failure and gave up, say) is found by the periodic sweep and sent, once.
+#[tokio::test]
+async fn a_notification_stranded_pending_is_sent_by_the_periodic_sweep() {
+    let sender = Scripted::failing_first(0);
+    let running = start(&[("NOTIFY_PENDING_SWEEP", "200ms")], Some(sender.clone())).await;
+    // Well after the start's own sweep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let event_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO notifications (event_id, event_type, key, subject, body, status, attempts)
+         VALUES ($1, $2, 'order-1', 'Order confirmed', 'Your order is confirmed.', 'PENDING', 1)",
+    )
+    .bind(event_id)
+    .bind(kinds::ORDER_CONFIRMED)
+    .execute(&running.pool)
+    .await
+    .expect("a stranded row");
+    running.wait_for(event_id, "SENT").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(sender.calls(), 1, "sent once, whatever the sweeps after");
+    running.stop().await;
+}
