@@ -143,7 +143,7 @@ impl Mirror {
         let mut progress = Progress::default();
         let outcome = Box::pin(self.pump(&consumer, &mut progress, stop)).await;
         // Acknowledged is acknowledged, even when the attempt failed: a replay starts later.
-        close(consumer, progress.take_commit()).await;
+        close(consumer, progress.take_final_commit()).await;
         outcome
     }
 
@@ -325,6 +325,16 @@ impl Progress {
     }
 
     /// The offsets to commit since the last call, if any; also what the lag is measured from.
+    /// Every partition's acknowledged position, for the last, synchronous commit. An
+    /// asynchronous commit that failed (rdkafka tells only a callback) would otherwise stay
+    /// behind on a partition that went quiet, and the next start would replay from there.
+    fn take_final_commit(&mut self) -> Option<TopicPartitionList> {
+        for partition in self.partitions.values_mut() {
+            partition.dirty = true;
+        }
+        self.take_commit()
+    }
+
     fn take_commit(&mut self) -> Option<TopicPartitionList> {
         self.uncommitted = 0;
         let mut list = TopicPartitionList::new();
@@ -411,6 +421,15 @@ mod tests {
         let offsets = progress.take_commit().expect("offsets").to_topic_map();
         assert_eq!(offsets.len(), 1);
         assert_eq!(offsets[&("t".to_owned(), 1)], Offset::Offset(5));
+
+        // The last commit covers every partition, in case an earlier one failed unseen.
+        let last = progress
+            .take_final_commit()
+            .expect("offsets")
+            .to_topic_map();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last[&("t".to_owned(), 0)], Offset::Offset(12));
+        assert_eq!(last[&("t".to_owned(), 1)], Offset::Offset(5));
 
         let status = state.status();
         assert_eq!(status.topics["t"].mirrored, 3);
