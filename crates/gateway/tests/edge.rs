@@ -196,6 +196,21 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or_default()
 }
 
+/// `GET /products/p-1` through the gateway with one header of the test's.
+async fn get_product_with(
+    gateway: &Gateway,
+    name: &str,
+    value: reqwest::header::HeaderValue,
+) -> reqwest::Response {
+    gateway
+        .http
+        .get(gateway.url("/products/p-1"))
+        .header(name, value)
+        .send()
+        .await
+        .expect("answer")
+}
+
 fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["checks"]
         .as_array()
@@ -640,25 +655,13 @@ async fn utf8_header_values_cross_the_mesh_and_opaque_bytes_are_refused() {
     let gateway = start_gateway(&names, &[]).await;
 
     let utf8 = reqwest::header::HeaderValue::from_bytes("clé-1 ☕".as_bytes()).expect("value");
-    let response = gateway
-        .http
-        .get(gateway.url("/products/p-1"))
-        .header("idempotency-key", utf8)
-        .send()
-        .await
-        .expect("answer");
+    let response = get_product_with(&gateway, "idempotency-key", utf8).await;
     assert_eq!(response.status().as_u16(), 200);
     let seen: Value = response.json().await.expect("echo");
     assert_eq!(seen["headers"]["idempotency-key"], "clé-1 ☕");
 
     let latin1 = reqwest::header::HeaderValue::from_bytes(b"cl\xe9-1").expect("value");
-    let response = gateway
-        .http
-        .get(gateway.url("/products/p-1"))
-        .header("idempotency-key", latin1)
-        .send()
-        .await
-        .expect("answer");
+    let response = get_product_with(&gateway, "idempotency-key", latin1).await;
     assert_eq!(response.status().as_u16(), 400);
     assert_eq!(header(response.headers(), "mesh-error"), "bad_request");
     let body: Value = response.json().await.expect("error body");
@@ -681,13 +684,8 @@ async fn a_client_cannot_shorten_the_budget_and_open_an_upstreams_circuit() {
     let gateway = start_gateway(&names, &[]).await;
     // More than enough to open the breaker, were each a 504 counted against product-service.
     for _ in 0..30 {
-        let response = gateway
-            .http
-            .get(gateway.url("/products/p-1"))
-            .header("mesh-timeout-ms", "0")
-            .send()
-            .await
-            .expect("answer");
+        let zero = reqwest::header::HeaderValue::from_static("0");
+        let response = get_product_with(&gateway, "mesh-timeout-ms", zero).await;
         assert_eq!(
             response.status().as_u16(),
             200,
@@ -710,13 +708,7 @@ async fn requests_the_mesh_refuses_do_not_open_an_upstreams_circuit() {
     let latin1 = reqwest::header::HeaderValue::from_bytes(b"caf\xe9").expect("value");
     // More than enough to open the breaker (10 calls, half failing), were each counted.
     for _ in 0..30 {
-        let response = gateway
-            .http
-            .get(gateway.url("/products/p-1"))
-            .header("x-anything", latin1.clone())
-            .send()
-            .await
-            .expect("answer");
+        let response = get_product_with(&gateway, "x-anything", latin1.clone()).await;
         assert_eq!(response.status().as_u16(), 400);
     }
     let response = gateway
