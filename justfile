@@ -26,12 +26,15 @@ smoke:
     cargo run -q -p smoke --bin smoke
 
 # meshctl with any arguments, e.g. `just meshctl services` (no install needed).
+# Arguments pass through as they are (`'order_created.>'` stays one argument, unexpanded).
+[positional-arguments]
 meshctl *ARGS:
-    cargo run -q -p meshctl -- {{ARGS}}
+    cargo run -q -p meshctl -- "$@"
 
 # The saga's events live, one line each (`meshctl events tail`; e.g. `just events order_created`).
+[positional-arguments]
 events *ARGS:
-    cargo run -q -p meshctl -- events tail {{ARGS}}
+    cargo run -q -p meshctl -- events tail "$@"
 
 # Show what listens where.
 status:
