@@ -280,10 +280,10 @@ impl Orders {
         outcome: PaymentOutcome,
         traceparent: Option<String>,
     ) -> Result<(), HandleError> {
-        let mut tx = self.store.pool().begin().await?;
-        if !inbox::record_once(&mut tx, "order-service", event_id).await? {
+        let Some(mut tx) = inbox::begin_once(self.store.pool(), "order-service", event_id).await?
+        else {
             return Ok(());
-        }
+        };
         let mut cancelled = false;
         match self.store.lock_pending(&mut tx, order_id).await? {
             Err(None) => tracing::warn!(%order_id, "Payment result for an unknown order."),

@@ -75,25 +75,10 @@ impl Payments {
         }
     }
 
-    /// A transaction holding `event`'s inbox record, or `None` if the event was handled
-    /// before (a redelivery): what the handler writes in it happens once per event.
-    async fn first_delivery(
-        &self,
-        event: &Event,
-    ) -> Result<Option<sqlx::Transaction<'static, sqlx::Postgres>>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if inbox::record_once(&mut tx, CONSUMER, event.id).await? {
-            Ok(Some(tx))
-        } else {
-            tracing::debug!(event_id = %event.id, key = %event.key, "Event already handled.");
-            Ok(None)
-        }
-    }
-
     /// Returns or voids the payment of a cancelled order.
     async fn cancel(&self, event: &Event) -> Result<(), HandleError> {
         let order: OrderCancelled = event.data_as()?;
-        let Some(mut tx) = self.first_delivery(event).await? else {
+        let Some(mut tx) = inbox::begin_once(&self.pool, CONSUMER, event.id).await? else {
             return Ok(());
         };
         let cancelled =
@@ -119,7 +104,7 @@ impl Payments {
     /// Charges the order of an `order_created` event.
     async fn charge(&self, event: &Event) -> Result<(), HandleError> {
         let order: OrderCreated = event.data_as()?;
-        let Some(mut tx) = self.first_delivery(event).await? else {
+        let Some(mut tx) = inbox::begin_once(&self.pool, CONSUMER, event.id).await? else {
             return Ok(());
         };
 
