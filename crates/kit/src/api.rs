@@ -12,6 +12,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// Whether a request or response is gRPC (`content-type: application/grpc[+proto...]`):
+/// its failures are then answered as gRPC statuses, not JSON bodies.
+pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// An error answer: the status, a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]

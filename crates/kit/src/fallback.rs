@@ -11,10 +11,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::ApiError;
+use crate::api::{ApiError, is_grpc};
 use crate::error::error_body;
 
 /// The most of a plain-text error body read back to become the message.
@@ -27,12 +27,6 @@ pub fn contract_errors(router: Router) -> Router {
     router
         .fallback(no_route)
         .layer(axum::middleware::map_response(as_contract_error))
-}
-
-fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 async fn no_route(request: Request) -> Response {
@@ -96,7 +90,7 @@ async fn as_contract_error(response: Response) -> Response {
 mod tests {
     use super::*;
     use axum::extract::Path;
-    use axum::http::Method;
+    use axum::http::{HeaderMap, Method};
     use axum::routing::get;
     use tower::ServiceExt;
 

@@ -110,12 +110,7 @@ pub(crate) fn error_response(kind: MeshErrorKind, message: &str) -> http::Respon
 }
 
 /// Whether an exchange is gRPC: its failures are then answered as gRPC statuses.
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
-}
+pub use kit::api::is_grpc;
 
 /// Headers that describe one hop, not the message: never forwarded.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
