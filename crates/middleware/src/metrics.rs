@@ -126,20 +126,25 @@ mod tests {
     use axum::routing::get;
     use tower::ServiceExt;
 
-    #[tokio::test]
-    async fn counts_by_route_template_and_status() {
+    /// The metrics after `requests` (method, path) went through `router` under the layer.
+    async fn after_requests(router: Router, requests: &[(&str, &str)]) -> String {
         let metrics = kit::Metrics::new("test");
-        let router = Router::new()
-            .route("/products/{id}", get(|| async { "ok" }))
-            .layer(HttpMetricsLayer::new(&metrics));
-        for id in ["a", "b"] {
+        let router = router.layer(HttpMetricsLayer::new(&metrics));
+        for (method, uri) in requests {
             let request = Request::builder()
-                .uri(format!("/products/{id}"))
+                .method(*method)
+                .uri(*uri)
                 .body(axum::body::Body::empty())
                 .expect("request");
             router.clone().oneshot(request).await.expect("answer");
         }
-        let text = metrics.render();
+        metrics.render()
+    }
+
+    #[tokio::test]
+    async fn counts_by_route_template_and_status() {
+        let router = Router::new().route("/products/{id}", get(|| async { "ok" }));
+        let text = after_requests(router, &[("GET", "/products/a"), ("GET", "/products/b")]).await;
         assert!(
             text.contains(
                 r#"http_server_requests_total{method="GET",route="/products/{id}",status="200",service="test"} 2"#
@@ -154,19 +159,8 @@ mod tests {
 
     #[tokio::test]
     async fn made_up_methods_share_one_series() {
-        let metrics = kit::Metrics::new("test");
-        let router = Router::new()
-            .route("/x", axum::routing::any(|| async { "ok" }))
-            .layer(HttpMetricsLayer::new(&metrics));
-        for method in ["X0", "X1", "FROB"] {
-            let request = Request::builder()
-                .method(method)
-                .uri("/x")
-                .body(axum::body::Body::empty())
-                .expect("request");
-            router.clone().oneshot(request).await.expect("answer");
-        }
-        let text = metrics.render();
+        let router = Router::new().route("/x", axum::routing::any(|| async { "ok" }));
+        let text = after_requests(router, &[("X0", "/x"), ("X1", "/x"), ("FROB", "/x")]).await;
         assert!(
             text.contains(
                 r#"http_server_requests_total{method="other",route="/x",status="200",service="test"} 3"#
