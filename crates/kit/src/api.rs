@@ -20,6 +20,15 @@ pub fn is_grpc(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// The `grpc-status` values the mesh and the fallbacks answer with themselves.
+pub mod grpc_status {
+    pub const INVALID_ARGUMENT: &str = "3";
+    pub const DEADLINE_EXCEEDED: &str = "4";
+    pub const RESOURCE_EXHAUSTED: &str = "8";
+    pub const UNIMPLEMENTED: &str = "12";
+    pub const UNAVAILABLE: &str = "14";
+}
+
 /// An error answer: the status, a stable machine-readable code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]

@@ -14,7 +14,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::{ApiError, is_grpc};
+use crate::api::{ApiError, grpc_status, is_grpc};
 use crate::error::error_body;
 
 /// The most of a plain-text error body read back to become the message.
@@ -35,7 +35,10 @@ async fn no_route(request: Request) -> Response {
         let mut response = Response::new(Body::empty());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-status", HeaderValue::from_static("12"));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from_static(grpc_status::UNIMPLEMENTED),
+        );
         return response;
     }
     ApiError::not_found(format!("no route for {}", request.uri().path())).into_response()

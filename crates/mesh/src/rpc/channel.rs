@@ -431,12 +431,7 @@ pub fn grpc_error_response(
 }
 
 /// The gRPC status codes the mesh produces (grpc/doc/statuscodes.md).
-pub mod grpc_status {
-    pub const INVALID_ARGUMENT: &str = "3";
-    pub const DEADLINE_EXCEEDED: &str = "4";
-    pub const RESOURCE_EXHAUSTED: &str = "8";
-    pub const UNAVAILABLE: &str = "14";
-}
+pub use kit::api::grpc_status;
 
 #[cfg(test)]
 mod tests {
